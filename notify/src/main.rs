@@ -1,0 +1,27 @@
+//! `meetease-notify`: the notify service as its own process.
+
+use clap::Parser;
+use servicekit::service::{ServiceArgs, run_service};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "meetease-notify", version, about = "MeetEase notify service")]
+struct Cli {
+    /// TCP port for the HTTP API.
+    #[arg(long, env = "NOTIFY_PORT", default_value_t = notify::DEFAULT_PORT)]
+    port: u16,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run_service(
+        notify::SERVICE,
+        cli.port,
+        cli.service,
+        |backends, shutdown| notify::build(notify::Config { backends }, shutdown),
+    )
+    .await
+}

@@ -1,0 +1,115 @@
+//! The registry of machine-readable error codes.
+//!
+//! A code, once published, never changes meaning: clients branch on it. Each code
+//! carries the HTTP status it is answered with, so every service maps it the same way.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal),)*) => {
+        /// A stable, machine-readable error code, with the HTTP status it maps to.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every registered code, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it appears on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status a response carrying this code uses.
+            pub const fn http_status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // --- generic request problems ---
+    /// The body is not valid JSON or does not match the expected shape.
+    MalformedBody = ("malformed_body", 400),
+    /// A field has a value outside what is allowed (the message names the field).
+    InvalidField = ("invalid_field", 422),
+    /// The request body is larger than the endpoint accepts.
+    PayloadTooLarge = ("payload_too_large", 413),
+    /// The content type is not one the endpoint accepts.
+    UnsupportedMediaType = ("unsupported_media_type", 415),
+    /// No route matches the path.
+    NotFound = ("not_found", 404),
+    /// The route exists but not with this method.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    /// The caller is sending too fast; see `Retry-After`.
+    RateLimited = ("rate_limited", 429),
+    /// The request conflicts with the current state (for example a duplicate).
+    Conflict = ("conflict", 409),
+    // --- identity ---
+    /// No credentials, or credentials that could not be verified.
+    Unauthenticated = ("unauthenticated", 401),
+    /// The token has expired.
+    TokenExpired = ("token_expired", 401),
+    /// The token has been revoked.
+    TokenRevoked = ("token_revoked", 401),
+    /// Authenticated, but not allowed to do this.
+    Forbidden = ("forbidden", 403),
+    /// Wrong email or password (deliberately the same for both).
+    InvalidCredentials = ("invalid_credentials", 401),
+    // --- meetings ---
+    /// The meeting does not exist (or the caller may not know it exists).
+    MeetingNotFound = ("meeting_not_found", 404),
+    /// The meeting is locked by its host.
+    MeetingLocked = ("meeting_locked", 403),
+    /// The meeting has reached its participant limit.
+    MeetingFull = ("meeting_full", 403),
+    /// The meeting has ended or was cancelled.
+    MeetingEnded = ("meeting_ended", 410),
+    // --- platform ---
+    /// A dependency (database, cache, broker, upstream) is unavailable; retry later.
+    ServiceUnavailable = ("service_unavailable", 503),
+    /// The upstream's circuit breaker is open; retry later.
+    UpstreamUnavailable = ("upstream_unavailable", 503),
+    /// The upstream did not answer in time.
+    UpstreamTimeout = ("upstream_timeout", 504),
+    /// Something went wrong on our side; the detail is in the server log, never here.
+    Internal = ("internal", 500),
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON body of every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_serialize_as_their_wire_name() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! `meetease-sfu`: one SFU node as its own process.
+
+use clap::Parser;
+use servicekit::service::{ServiceArgs, run_service};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "meetease-sfu", version, about = "MeetEase SFU node")]
+struct Cli {
+    /// TCP port for the internal control API.
+    #[arg(long, env = "SFU_PORT", default_value_t = sfu::DEFAULT_PORT)]
+    port: u16,
+    /// UDP port for media.
+    #[arg(long, env = "SFU_UDP_PORT", default_value_t = sfu::DEFAULT_UDP_PORT)]
+    udp_port: u16,
+    /// Address advertised to browsers as the ICE candidate. Defaults to --host.
+    #[arg(long, env = "SFU_PUBLIC_IP")]
+    public_ip: Option<IpAddr>,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let host = cli.service.host;
+    let config = sfu::Config {
+        udp_bind: SocketAddr::new(host, cli.udp_port),
+        public_ip: cli.public_ip.unwrap_or(host),
+    };
+    run_service(
+        sfu::SERVICE,
+        cli.port,
+        cli.service,
+        |_backends, shutdown| sfu::build(config, shutdown),
+    )
+    .await
+}
