@@ -60,6 +60,14 @@ error_codes! {
     Forbidden = ("forbidden", 403),
     /// Wrong email or password (deliberately the same for both).
     InvalidCredentials = ("invalid_credentials", 401),
+    /// The password is too short, too long or too common (the message says which).
+    WeakPassword = ("weak_password", 422),
+    /// An account with this email already exists.
+    EmailTaken = ("email_taken", 409),
+    /// The refresh token is unknown, expired, already used or its session was revoked.
+    InvalidRefreshToken = ("invalid_refresh_token", 401),
+    /// An email-verification or password-reset token is unknown, expired or already used.
+    InvalidOneTimeToken = ("invalid_one_time_token", 400),
     // --- meetings ---
     /// The meeting does not exist (or the caller may not know it exists).
     MeetingNotFound = ("meeting_not_found", 404),

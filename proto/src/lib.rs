@@ -4,7 +4,11 @@
 //! (HTTP bodies, signaling messages, events, token claims) and the registry of
 //! error codes a client may see. Only serde and small value crates are allowed here.
 
+pub mod auth;
 pub mod error_code;
 pub mod ids;
+pub mod media;
+pub mod sfu;
+pub mod signal;
 
 pub use error_code::ErrorCode;
