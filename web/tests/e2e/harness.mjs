@@ -1,0 +1,206 @@
+// End-to-end harness: the real `meetease` launcher on ephemeral ports, and
+// Debian's headless Chromium driven by playwright-core with a fake camera and
+// microphone. Every process started here is stopped by its PID.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, mkdirSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const WEB_DIR = path.resolve(here, '..', '..');
+export const REPO = path.resolve(WEB_DIR, '..');
+export const SCREENSHOT_DIR = path.join(REPO, 'docs', 'screenshots');
+
+const SERVICES = ['gateway', 'auth', 'users', 'signaling', 'notify', 'analytics', 'sfu'];
+
+/** Flags from ../shared/design/environment.md: headless, loopback ICE, fake media. */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+  // Screen sharing without a picker: share the tab itself.
+  '--auto-select-desktop-capture-source=MeetEase',
+  // Pages in background contexts must keep decoding and sending media.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+export function chromiumPath() {
+  const p = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+  if (!existsSync(p)) {
+    throw new Error(`Chromium is not installed at ${p}: apt-get install -y chromium (web/tests/run.sh does it)`);
+  }
+  return p;
+}
+
+/**
+ * Start `target/debug/meetease` with every port 0 and a fresh data folder.
+ * Resolves to {url, addrs, pid, stop(), logs()} once it prints its banner.
+ */
+export async function startPlatform({ env = {} } = {}) {
+  const bin = process.env.MEETEASE_BIN || path.join(REPO, 'target', 'debug', 'meetease');
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: build it first (cargo build -p meetease)`);
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'meetease-e2e-'));
+  const args = [];
+  for (const s of SERVICES) args.push(`--${s}-port`, '0');
+  args.push('--sfu-udp-port', '0', '--data-dir', dataDir, '--web-dir', WEB_DIR);
+  const childEnv = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...env };
+  for (const v of ['DATABASE_URL', 'REDIS_URL', 'AMQP_URL', 'GATEWAY_PORT', 'MEETEASE_DATA_DIR', 'MEETEASE_WEB_DIR']) {
+    if (!(v in env)) delete childEnv[v];
+  }
+  const child = spawn(bin, args, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = [];
+  const keep = (line) => {
+    log.push(line);
+    if (log.length > 2000) log.shift();
+  };
+  createInterface({ input: child.stderr }).on('line', keep);
+  const addrs = {};
+  const banner = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`launcher did not start within 60 s:\n${log.join('\n')}`)), 60_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`launcher exited with ${code}:\n${log.join('\n')}`));
+    });
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      keep(line);
+      const m = line.match(/^(\w+) listening on http:\/\/(\S+)/);
+      if (m) addrs[m[1]] = m[2];
+      if (line.startsWith('MeetEase is running at ')) {
+        clearTimeout(timer);
+        resolve(line);
+      }
+    });
+  });
+  child.removeAllListeners('exit');
+  if (!addrs.gateway) throw new Error(`no gateway address in the launcher output:\n${log.join('\n')}`);
+  const url = `http://${addrs.gateway}`;
+  return {
+    url,
+    addrs,
+    banner,
+    pid: child.pid,
+    logs: () => log.join('\n'),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        process.kill(child.pid, 'SIGTERM');
+        const timer = setTimeout(() => {
+          if (child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+        }, 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One headless Chromium; each person gets their own context (separate storage). */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+}
+
+/** A page for one person, logging console errors into `errors`. */
+export async function newPerson(browser, baseURL, { viewport = { width: 1280, height: 800 } } = {}) {
+  const context = await browser.newContext({ baseURL, viewport, permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(`pageerror: ${error.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
+  });
+  page.setDefaultTimeout(20_000);
+  return { context, page, errors };
+}
+
+let counter = 0;
+export function uniqueEmail(tag) {
+  counter += 1;
+  return `${tag}-${Date.now().toString(36)}-${process.pid}-${counter}@example.test`;
+}
+
+export const PASSWORD = 'correct horse battery staple';
+
+/** Sign up through the form; resolves on the meetings home. */
+export async function signUp(page, { name, email, password = PASSWORD }) {
+  await page.goto('/signup');
+  await page.getByLabel('Name', { exact: true }).fill(name);
+  await page.getByLabel('Email', { exact: true }).fill(email);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign up', exact: true }).click();
+  await page.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+}
+
+/** Poll `fn` until it returns a truthy value or `timeout` ms pass. */
+export async function eventually(fn, { timeout = 20_000, interval = 250, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${message}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+/** The tile (figure) of a person, by the name it shows. */
+export function tileOf(page, name) {
+  return page.getByRole('figure', { name, exact: true });
+}
+
+/**
+ * Wait until the video inside `name`'s tile plays: non-zero size and frames
+ * advancing (currentTime and decoded frame count grow between two samples).
+ */
+export async function expectVideoPlaying(page, name, { timeout = 30_000 } = {}) {
+  const video = tileOf(page, name).locator('video');
+  const sample = () => video.evaluate((v) => ({
+    w: v.videoWidth,
+    h: v.videoHeight,
+    t: v.currentTime,
+    frames: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0,
+  }));
+  return eventually(async () => {
+    const a = await sample();
+    if (!(a.w > 0 && a.h > 0)) return false;
+    await new Promise((r) => setTimeout(r, 600));
+    const b = await sample();
+    return b.t > a.t && b.frames > a.frames ? b : false;
+  }, { timeout, message: `${name}'s video to play` });
+}
+
+/** Save a screenshot under the temp folder, and under docs/screenshots when UPDATE_SCREENSHOTS=1. */
+export async function screenshot(page, name) {
+  const dir = path.join(tmpdir(), 'meetease-e2e-screenshots');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${name}.png`);
+  await page.screenshot({ path: file });
+  if (process.env.UPDATE_SCREENSHOTS === '1') {
+    mkdirSync(SCREENSHOT_DIR, { recursive: true });
+    copyFileSync(file, path.join(SCREENSHOT_DIR, `${name}.png`));
+  }
+  return file;
+}
