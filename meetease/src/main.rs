@@ -9,7 +9,7 @@ use clap::Parser;
 use gateway::{Upstream, Upstreams};
 use servicekit::config::BackendConfig;
 use servicekit::service::ServiceArgs;
-use servicekit::{StartError, http, shutdown, telemetry};
+use servicekit::{Secret, StartError, http, shutdown, telemetry};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +46,9 @@ struct Cli {
     /// Address advertised to browsers for media. Defaults to --host.
     #[arg(long, env = "SFU_PUBLIC_IP")]
     sfu_public_ip: Option<IpAddr>,
+    /// Service credential between signaling and the SFU. Unset: a fresh random one.
+    #[arg(long, env = "SFU_CONTROL_TOKEN")]
+    sfu_control_token: Option<Secret<String>>,
     /// Folder holding the browser client.
     #[arg(long, env = "MEETEASE_WEB_DIR")]
     web_dir: Option<PathBuf>,
@@ -103,9 +106,17 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         notify: upstream("notify", notify_l.addr)?,
         analytics: upstream("analytics", analytics_l.addr)?,
     };
+    // In one process the SFU and signaling share a control token made fresh at
+    // each start, unless the operator gave one.
+    let sfu_control_token = cli
+        .sfu_control_token
+        .clone()
+        .unwrap_or_else(|| Secret::new(random_token()));
     let sfu_config = sfu::Config {
         udp_bind: SocketAddr::new(host, cli.sfu_udp_port),
         public_ip: cli.sfu_public_ip.unwrap_or(host),
+        control_token: sfu_control_token.clone(),
+        disconnect_grace: sfu::Config::DEFAULT_DISCONNECT_GRACE,
     };
 
     let routers = vec![
@@ -207,6 +218,17 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         }
     }
     outcome
+}
+
+/// 32 random alphanumerics: a credential that lives as long as this process.
+fn random_token() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 #[tokio::main]

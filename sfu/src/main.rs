@@ -1,9 +1,11 @@
 //! `meetease-sfu`: one SFU node as its own process.
 
 use clap::Parser;
+use servicekit::Secret;
 use servicekit::service::{ServiceArgs, run_service};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "meetease-sfu", version, about = "MeetEase SFU node")]
@@ -17,6 +19,12 @@ struct Cli {
     /// Address advertised to browsers as the ICE candidate. Defaults to --host.
     #[arg(long, env = "SFU_PUBLIC_IP")]
     public_ip: Option<IpAddr>,
+    /// Service credential signaling must present (at least 16 characters).
+    #[arg(long, env = "SFU_CONTROL_TOKEN")]
+    control_token: Secret<String>,
+    /// Seconds a participant whose media connection dropped is kept for a resume.
+    #[arg(long, env = "SFU_DISCONNECT_GRACE_SECS", default_value_t = 20)]
+    disconnect_grace_secs: u64,
     #[command(flatten)]
     service: ServiceArgs,
 }
@@ -28,6 +36,8 @@ async fn main() -> ExitCode {
     let config = sfu::Config {
         udp_bind: SocketAddr::new(host, cli.udp_port),
         public_ip: cli.public_ip.unwrap_or(host),
+        control_token: cli.control_token,
+        disconnect_grace: Duration::from_secs(cli.disconnect_grace_secs),
     };
     run_service(
         sfu::SERVICE,

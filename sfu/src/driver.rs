@@ -1,0 +1,205 @@
+//! The thin I/O shell around the core: one worker thread owns a [`Sfu`] and
+//! its UDP socket, so the hot path takes no lock. Control commands reach it as
+//! closures over a channel; what it transmits goes straight to the socket; its
+//! events go to a broadcast channel that the control API streams to signaling.
+
+use crate::core::{Sfu, SfuConfig, SfuStats};
+use crate::metrics::SfuMetrics;
+use proto::sfu::SfuEvent;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A command run on the worker thread with the core and the current time.
+type Command = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
+
+/// Largest datagram we read; anything longer is truncated and then rejected.
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read in one go before the worker looks at timers and commands again.
+const READ_BATCH: usize = 64;
+
+/// A cheap-to-clone handle on a running worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<SfuEvent>,
+    /// Forwarded packets per second over the last second, as f64 bits.
+    forwarded_pps: Arc<AtomicU64>,
+    pub local_addr: SocketAddr,
+}
+
+impl WorkerHandle {
+    /// Run `f` on the worker with the core; `None` if the worker has stopped.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Sfu, Instant) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let command: Command = Box::new(move |sfu, now| {
+            let _ = tx.send(f(sfu, now));
+        });
+        self.commands.send(command).ok()?;
+        rx.await.ok()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<SfuEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn forwarded_pps(&self) -> f64 {
+        f64::from_bits(self.forwarded_pps.load(Ordering::Relaxed))
+    }
+}
+
+/// Start a worker on its own thread, serving `socket` until `shutdown`.
+pub fn spawn(
+    socket: std::net::UdpSocket,
+    candidate_addr: SocketAddr,
+    disconnect_grace: Duration,
+    metrics: SfuMetrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<WorkerHandle> {
+    socket.set_nonblocking(true)?;
+    let local_addr = socket.local_addr()?;
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (events, _) = broadcast::channel(4096);
+    let forwarded_pps = Arc::new(AtomicU64::new(0));
+    let handle = WorkerHandle {
+        commands,
+        events: events.clone(),
+        forwarded_pps: forwarded_pps.clone(),
+        local_addr,
+    };
+    let config = SfuConfig {
+        local_addr,
+        candidate_addr: SocketAddr::new(candidate_addr.ip(), local_addr.port()),
+        disconnect_grace,
+    };
+    std::thread::Builder::new()
+        .name("sfu-worker".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    tracing::error!(%err, "cannot start the SFU worker runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(socket) => socket,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot register the media socket");
+                        return;
+                    }
+                };
+                let worker = Worker {
+                    sfu: Sfu::new(config, Instant::now()),
+                    socket,
+                    commands: command_rx,
+                    events,
+                    metrics,
+                    reported: SfuStats::default(),
+                    forwarded_pps,
+                    rate_window: (Instant::now(), 0),
+                };
+                worker.run(shutdown).await;
+            });
+        })?;
+    Ok(handle)
+}
+
+struct Worker {
+    sfu: Sfu,
+    socket: UdpSocket,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: broadcast::Sender<SfuEvent>,
+    metrics: SfuMetrics,
+    /// Stats as last pushed to the metrics, to add only the difference.
+    reported: SfuStats,
+    forwarded_pps: Arc<AtomicU64>,
+    rate_window: (Instant, u64),
+}
+
+impl Worker {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.sfu.poll_timeout());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                command = self.commands.recv() => match command {
+                    Some(command) => command(&mut self.sfu, Instant::now()),
+                    None => break,
+                },
+                received = self.socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((len, source)) => self.sfu.handle_datagram(Instant::now(), source, &buf[..len]),
+                        Err(err) => tracing::debug!(%err, "recv_from failed"),
+                    }
+                    // Take what else is already queued without waiting.
+                    for _ in 1..READ_BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((len, source)) => self.sfu.handle_datagram(Instant::now(), source, &buf[..len]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let now = Instant::now();
+            if now >= self.sfu.poll_timeout() {
+                self.sfu.handle_timeout(now);
+            }
+            self.flush().await;
+            self.report(now);
+        }
+        tracing::info!("SFU worker stopped");
+    }
+
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.sfu.poll_transmit() {
+            match self
+                .socket
+                .try_send_to(&transmit.contents, transmit.destination)
+            {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    let _ = self
+                        .socket
+                        .send_to(&transmit.contents, transmit.destination)
+                        .await;
+                }
+                Err(err) => {
+                    tracing::debug!(%err, destination = %transmit.destination, "send failed")
+                }
+            }
+        }
+        while let Some(event) = self.sfu.poll_event() {
+            // No listener yet is fine: signaling reads the room state on connect.
+            let _ = self.events.send(event);
+        }
+    }
+
+    fn report(&mut self, now: Instant) {
+        let stats = self.sfu.stats().clone();
+        self.metrics.add_delta(&self.reported, &stats);
+        let (since, at_start) = self.rate_window;
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed >= Duration::from_secs(1) {
+            let pps = (stats.rtp_forwarded - at_start) as f64 / elapsed.as_secs_f64();
+            self.forwarded_pps.store(pps.to_bits(), Ordering::Relaxed);
+            self.rate_window = (now, stats.rtp_forwarded);
+            let load = self.sfu.load(pps, 0.0);
+            self.metrics.set_load(&load);
+        }
+        self.reported = stats;
+    }
+}

@@ -1,0 +1,174 @@
+//! The SFU's Prometheus metrics, fed from the core's counters by the worker.
+
+use crate::core::SfuStats;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use proto::sfu::NodeLoad;
+use servicekit::metrics::Metrics;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Default)]
+pub struct SfuMetrics {
+    datagrams_in: Counter,
+    bytes_in: Counter,
+    datagrams_out: Counter,
+    bytes_out: Counter,
+    malformed: Counter,
+    unknown: Counter,
+    rtp_in: Counter,
+    rtp_forwarded: Counter,
+    rtp_dropped: Counter,
+    keyframe_requests: Counter,
+    layer_switches: Counter,
+    data_relayed: Counter,
+    sessions_failed: Counter,
+    rooms: Gauge,
+    participants: Gauge,
+    tracks: Gauge,
+    forwarded_pps: Gauge<f64, AtomicU64>,
+}
+
+impl SfuMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = Self::default();
+        let counters: [(&str, &str, &Counter); 13] = [
+            (
+                "sfu_datagrams_received",
+                "UDP datagrams received on the media port",
+                &m.datagrams_in,
+            ),
+            (
+                "sfu_received_bytes",
+                "Bytes received on the media port",
+                &m.bytes_in,
+            ),
+            (
+                "sfu_datagrams_sent",
+                "UDP datagrams sent from the media port",
+                &m.datagrams_out,
+            ),
+            (
+                "sfu_sent_bytes",
+                "Bytes sent from the media port",
+                &m.bytes_out,
+            ),
+            (
+                "sfu_malformed_datagrams",
+                "Datagrams that were not STUN, DTLS, RTP or RTCP (dropped)",
+                &m.malformed,
+            ),
+            (
+                "sfu_unknown_datagrams",
+                "Datagrams that belonged to no session (dropped)",
+                &m.unknown,
+            ),
+            (
+                "sfu_rtp_received",
+                "RTP packets received from publishers",
+                &m.rtp_in,
+            ),
+            (
+                "sfu_rtp_forwarded",
+                "RTP packets forwarded to subscribers",
+                &m.rtp_forwarded,
+            ),
+            (
+                "sfu_rtp_dropped",
+                "RTP packets dropped (unknown stream, no codec match)",
+                &m.rtp_dropped,
+            ),
+            (
+                "sfu_keyframe_requests",
+                "Keyframe requests (PLI) sent to publishers",
+                &m.keyframe_requests,
+            ),
+            (
+                "sfu_layer_switches",
+                "Simulcast layer switches towards subscribers",
+                &m.layer_switches,
+            ),
+            (
+                "sfu_data_messages_relayed",
+                "Data-channel messages relayed to the room",
+                &m.data_relayed,
+            ),
+            (
+                "sfu_sessions_failed",
+                "Participant sessions closed by an error or timeout",
+                &m.sessions_failed,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            metrics.register(name, help, counter.clone());
+        }
+        metrics.register("sfu_rooms", "Rooms on this node", m.rooms.clone());
+        metrics.register(
+            "sfu_participants",
+            "Participants on this node",
+            m.participants.clone(),
+        );
+        metrics.register(
+            "sfu_tracks",
+            "Published tracks on this node",
+            m.tracks.clone(),
+        );
+        metrics.register(
+            "sfu_forwarded_packets_per_second",
+            "Forwarded RTP packets per second over the last second",
+            m.forwarded_pps.clone(),
+        );
+        m
+    }
+
+    pub fn add_delta(&self, before: &SfuStats, now: &SfuStats) {
+        let add = |c: &Counter, a: u64, b: u64| {
+            if b > a {
+                c.inc_by(b - a);
+            }
+        };
+        add(&self.datagrams_in, before.datagrams_in, now.datagrams_in);
+        add(&self.bytes_in, before.bytes_in, now.bytes_in);
+        add(&self.datagrams_out, before.datagrams_out, now.datagrams_out);
+        add(&self.bytes_out, before.bytes_out, now.bytes_out);
+        add(
+            &self.malformed,
+            before.malformed_datagrams,
+            now.malformed_datagrams,
+        );
+        add(
+            &self.unknown,
+            before.unknown_datagrams,
+            now.unknown_datagrams,
+        );
+        add(&self.rtp_in, before.rtp_in, now.rtp_in);
+        add(&self.rtp_forwarded, before.rtp_forwarded, now.rtp_forwarded);
+        add(&self.rtp_dropped, before.rtp_dropped, now.rtp_dropped);
+        add(
+            &self.keyframe_requests,
+            before.keyframe_requests,
+            now.keyframe_requests,
+        );
+        add(
+            &self.layer_switches,
+            before.layer_switches,
+            now.layer_switches,
+        );
+        add(
+            &self.data_relayed,
+            before.data_messages_relayed,
+            now.data_messages_relayed,
+        );
+        add(
+            &self.sessions_failed,
+            before.sessions_failed,
+            now.sessions_failed,
+        );
+    }
+
+    pub fn set_load(&self, load: &NodeLoad) {
+        self.rooms.set(i64::from(load.rooms));
+        self.participants.set(i64::from(load.participants));
+        self.tracks.set(i64::from(load.tracks));
+        self.forwarded_pps.set(load.forwarded_pps);
+    }
+}

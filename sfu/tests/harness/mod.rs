@@ -1,0 +1,474 @@
+//! A deterministic world for the SFU core: str0m clients wired to [`Sfu`] in
+//! memory, on a virtual clock, with optional loss. No sockets, no sleeps.
+//!
+//! Each client has the two connections MeetEase clients have: a publisher
+//! `Rtc` that offers its tracks and a subscriber `Rtc` that answers the SFU.
+
+#![allow(dead_code)]
+
+use proto::ids::{ParticipantId, TrackId};
+use proto::media::{RoomId, TrackSource};
+use proto::sfu::{CreateSession, SfuEvent, SubscriberOffer, TrackDeclaration};
+use sfu::core::{Sfu, SfuConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+pub const SFU_ADDR: &str = "127.0.0.1:10000";
+
+/// A received RTP packet, as a subscriber client saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub mid: Mid,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub payload: Vec<u8>,
+    pub audio_level: Option<i8>,
+}
+
+pub struct Client {
+    pub id: ParticipantId,
+    pub publisher: Rtc,
+    pub subscriber: Rtc,
+    pub pub_addr: SocketAddr,
+    pub sub_addr: SocketAddr,
+    pub pending: Option<SdpPendingOffer>,
+    /// Publisher mids by what they carry.
+    pub video_mid: Option<Mid>,
+    pub audio_mid: Option<Mid>,
+    pub simulcast: bool,
+    /// Per-layer sequence numbers the publisher uses.
+    pub seq: HashMap<(Mid, Option<Rid>), u64>,
+    /// What the SFU said each subscriber mid carries.
+    pub subscribed: HashMap<Mid, TrackId>,
+    pub received: Vec<Received>,
+    pub keyframe_requests: Vec<(Mid, Option<Rid>)>,
+    pub channel_messages: Vec<String>,
+}
+
+pub struct World {
+    pub now: Instant,
+    pub sfu: Sfu,
+    pub clients: Vec<Client>,
+    pub events: Vec<SfuEvent>,
+    /// Probability (0..1) of losing a packet SFU → subscriber.
+    pub downlink_loss: f64,
+    pub rng: u64,
+    pub dropped: u64,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl World {
+    pub fn new() -> World {
+        let now = Instant::now();
+        let config = SfuConfig {
+            local_addr: addr(SFU_ADDR),
+            candidate_addr: addr(SFU_ADDR),
+            disconnect_grace: Duration::from_secs(5),
+        };
+        World {
+            now,
+            sfu: Sfu::new(config, now),
+            clients: Vec::new(),
+            events: Vec::new(),
+            downlink_loss: 0.0,
+            rng: 0x2545_f491_4f6c_dd1d,
+            dropped: 0,
+        }
+    }
+
+    fn client_rtc(&self, addr: SocketAddr) -> Rtc {
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        rtc
+    }
+
+    /// Join a client publishing audio and (optionally simulcast) video.
+    pub fn join(&mut self, room: &str, video: bool, simulcast: bool) -> usize {
+        let index = self.clients.len();
+        let pub_addr = addr(&format!("127.0.1.{}:{}", index + 1, 5000));
+        let sub_addr = addr(&format!("127.0.1.{}:{}", index + 1, 6000));
+        let mut publisher = self.client_rtc(pub_addr);
+        let subscriber = self.client_rtc(sub_addr);
+        let mut api = publisher.sdp_api();
+        let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video_mid = video.then(|| {
+            let layers = simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for rid in ["q", "h", "f"] {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            api.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers)
+        });
+        api.add_channel("room".into());
+        let (offer, pending) = api.apply().unwrap();
+        let id = ParticipantId::new();
+        let mut tracks = vec![TrackDeclaration {
+            mid: audio_mid.to_string(),
+            source: TrackSource::Microphone,
+        }];
+        if let Some(mid) = video_mid {
+            tracks.push(TrackDeclaration {
+                mid: mid.to_string(),
+                source: TrackSource::Camera,
+            });
+        }
+        let created = self
+            .sfu
+            .create_session(
+                self.now,
+                CreateSession {
+                    room: RoomId::parse(room).unwrap(),
+                    participant: id,
+                    publisher_offer: offer.to_sdp_string(),
+                    tracks,
+                    auto_subscribe: true,
+                },
+            )
+            .expect("session created");
+        publisher
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&created.publisher_answer).unwrap(),
+            )
+            .unwrap();
+        self.clients.push(Client {
+            id,
+            publisher,
+            subscriber,
+            pub_addr,
+            sub_addr,
+            pending: None,
+            video_mid,
+            audio_mid: Some(audio_mid),
+            simulcast,
+            seq: HashMap::new(),
+            subscribed: HashMap::new(),
+            received: Vec::new(),
+            keyframe_requests: Vec::new(),
+            channel_messages: Vec::new(),
+        });
+        self.answer_subscriber_offer(index, created.subscriber_offer);
+        index
+    }
+
+    pub fn answer_subscriber_offer(&mut self, index: usize, offer: SubscriberOffer) {
+        let client = &mut self.clients[index];
+        for track in &offer.tracks {
+            client
+                .subscribed
+                .insert(Mid::from(track.mid.as_str()), track.track_id);
+        }
+        let answer = client
+            .subscriber
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap())
+            .unwrap();
+        let id = client.id;
+        self.sfu
+            .subscriber_answer(self.now, id, &answer.to_sdp_string())
+            .expect("answer accepted");
+    }
+
+    fn chance(&mut self) -> f64 {
+        // xorshift64: deterministic loss.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % 1_000_000) as f64 / 1_000_000.0
+    }
+
+    /// Feed one client connection an input (a datagram, or just time) and
+    /// drain it, as str0m requires after every mutation. What it sends goes
+    /// straight to the SFU.
+    fn pump_client(&mut self, index: usize, subscriber: bool, datagram: Option<&[u8]>) {
+        let now = self.now;
+        let client = &mut self.clients[index];
+        let (rtc, local) = if subscriber {
+            (&mut client.subscriber, client.sub_addr)
+        } else {
+            (&mut client.publisher, client.pub_addr)
+        };
+        if !rtc.is_alive() {
+            return;
+        }
+        let input = match datagram {
+            Some(data) => Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: addr(SFU_ADDR),
+                    destination: local,
+                    contents: data.try_into().unwrap(),
+                },
+            ),
+            None => Input::Timeout(now),
+        };
+        rtc.handle_input(input).unwrap();
+        self.poll_client(index, subscriber);
+    }
+
+    /// Drain one client connection after an input or a write.
+    fn poll_client(&mut self, index: usize, subscriber: bool) {
+        let now = self.now;
+        let client = &mut self.clients[index];
+        let (rtc, local) = if subscriber {
+            (&mut client.subscriber, client.sub_addr)
+        } else {
+            (&mut client.publisher, client.pub_addr)
+        };
+        let mut events = Vec::new();
+        let mut out = Vec::new();
+        while rtc.is_alive() {
+            match rtc.poll_output().unwrap() {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => out.push(Vec::from(t.contents)),
+                Output::Event(e) => events.push(e),
+            }
+        }
+        for event in events {
+            handle_client_event(client, subscriber, event);
+        }
+        for datagram in out {
+            self.sfu.handle_datagram(now, local, &datagram);
+        }
+        self.deliver();
+    }
+
+    /// Move the SFU's datagrams to the clients (with the configured loss) and
+    /// its events to the test, answering subscriber offers like a client would.
+    fn deliver(&mut self) {
+        while let Some(t) = self.sfu.poll_transmit() {
+            if self.downlink_loss > 0.0
+                && t.destination.port() == 6000
+                && self.chance() < self.downlink_loss
+            {
+                self.dropped += 1;
+                continue;
+            }
+            let Some(index) = self
+                .clients
+                .iter()
+                .position(|c| c.pub_addr == t.destination || c.sub_addr == t.destination)
+            else {
+                continue;
+            };
+            let subscriber = self.clients[index].sub_addr == t.destination;
+            self.pump_client(index, subscriber, Some(&t.contents));
+        }
+        while let Some(event) = self.sfu.poll_event() {
+            if let SfuEvent::SubscriberOffer {
+                participant_id,
+                offer,
+                ..
+            } = &event
+                && let Some(index) = self.clients.iter().position(|c| c.id == *participant_id)
+            {
+                let offer = offer.clone();
+                self.events.push(event);
+                self.answer_subscriber_offer(index, offer);
+                continue;
+            }
+            self.events.push(event);
+        }
+    }
+
+    /// Advance the world by `step`, moving every datagram and event.
+    pub fn step(&mut self, step: Duration) {
+        self.now += step;
+        for index in 0..self.clients.len() {
+            self.pump_client(index, false, None);
+            self.pump_client(index, true, None);
+        }
+        self.sfu.handle_timeout(self.now);
+        self.deliver();
+    }
+
+    /// Run for `duration`, letting every client publish media at real rates:
+    /// audio every 20 ms, video at 30 fps (3 packets a frame), a keyframe every
+    /// `keyframe_every` frames (or when asked).
+    pub fn run(&mut self, duration: Duration, keyframe_every: u32) {
+        let end = self.now + duration;
+        let mut tick = 0u64;
+        while self.now < end {
+            self.step(Duration::from_millis(1));
+            tick += 1;
+            for i in 0..self.clients.len() {
+                if tick.is_multiple_of(20) {
+                    self.send_audio(i, -20);
+                }
+                if tick.is_multiple_of(33) && self.clients[i].video_mid.is_some() {
+                    let frame = (tick / 33) as u32;
+                    let asked = !self.clients[i].keyframe_requests.is_empty();
+                    self.clients[i].keyframe_requests.clear();
+                    let key = asked || frame % keyframe_every.max(1) == 1;
+                    self.send_video_frame(i, key, frame);
+                }
+            }
+        }
+    }
+
+    pub fn client_connected(&self, index: usize) -> bool {
+        self.clients[index].publisher.is_connected()
+            && self.clients[index].subscriber.is_connected()
+    }
+
+    /// Step until every client is connected both ways (or panic after 10 s).
+    pub fn connect_all(&mut self) {
+        for _ in 0..10_000 {
+            if (0..self.clients.len()).all(|i| self.client_connected(i)) {
+                return;
+            }
+            self.step(Duration::from_millis(1));
+        }
+        panic!("clients did not connect");
+    }
+
+    pub fn send_audio(&mut self, index: usize, level: i8) {
+        let client = &mut self.clients[index];
+        let Some(mid) = client.audio_mid else { return };
+        if !client.publisher.is_connected() {
+            return;
+        }
+        let Some(pt) = pt_of(&client.publisher, Codec::Opus) else {
+            return;
+        };
+        let seq = next_seq(client, mid, None);
+        let payload = vec![0xfcu8; 80];
+        let exts = ExtensionValues {
+            audio_level: Some(level),
+            voice_activity: Some(true),
+            ..Default::default()
+        };
+        let now = self.now;
+        if let Some(stream) = client.publisher.direct_api().stream_tx_by_mid(mid, None) {
+            stream.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(seq), (seq * 960) as u32, now, payload)
+                    .marker(true)
+                    .ext_vals(exts),
+            );
+        }
+        self.poll_client(index, false);
+    }
+
+    pub fn send_video_frame(&mut self, index: usize, keyframe: bool, frame: u32) {
+        let client = &mut self.clients[index];
+        let Some(mid) = client.video_mid else { return };
+        if !client.publisher.is_connected() {
+            return;
+        }
+        let Some(pt) = pt_of(&client.publisher, Codec::Vp8) else {
+            return;
+        };
+        let rids: Vec<Option<Rid>> = if client.simulcast {
+            vec![
+                Some(Rid::from("q")),
+                Some(Rid::from("h")),
+                Some(Rid::from("f")),
+            ]
+        } else {
+            vec![None]
+        };
+        let now = self.now;
+        for rid in rids {
+            for part in 0..3u8 {
+                let seq = next_seq(&mut self.clients[index], mid, rid);
+                // VP8 descriptor: S bit on the first packet; payload header P=0 on keyframes.
+                let mut payload = vec![
+                    if part == 0 { 0x10 } else { 0x00 },
+                    if keyframe { 0x00 } else { 0x01 },
+                ];
+                payload.extend_from_slice(&[part; 300]);
+                // The layer is visible in the payload so tests can tell what arrived.
+                payload.push(rid.map(|r| r.as_bytes()[0]).unwrap_or(b'-'));
+                let client = &mut self.clients[index];
+                if let Some(stream) = client.publisher.direct_api().stream_tx_by_mid(mid, rid) {
+                    stream.write_rtp(
+                        RtpWrite::new(pt, SeqNo::from(seq), frame.wrapping_mul(3000), now, payload)
+                            .marker(part == 2)
+                            .nackable(true),
+                    );
+                }
+                // str0m's rule: drain after every write, or packets are lost.
+                self.poll_client(index, false);
+            }
+        }
+    }
+
+    pub fn find(&self, id: ParticipantId) -> usize {
+        self.clients.iter().position(|c| c.id == id).unwrap()
+    }
+}
+
+fn next_seq(client: &mut Client, mid: Mid, rid: Option<Rid>) -> u64 {
+    let counter = client
+        .seq
+        .entry((mid, rid))
+        .or_insert(match rid.as_deref() {
+            Some("q") => 1000,
+            Some("h") => 20_000,
+            Some("f") => 40_000,
+            _ => 500,
+        });
+    *counter += 1;
+    *counter
+}
+
+fn pt_of(rtc: &Rtc, codec: Codec) -> Option<Pt> {
+    rtc.codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+}
+
+fn handle_client_event(client: &mut Client, subscriber: bool, event: Event) {
+    match event {
+        Event::RtpPacket(packet) if subscriber => record(client, packet),
+        Event::KeyframeRequest(request) if !subscriber => {
+            client.keyframe_requests.push((request.mid, request.rid));
+        }
+        Event::ChannelData(data) if subscriber => {
+            client
+                .channel_messages
+                .push(String::from_utf8_lossy(&data.data).into_owned());
+        }
+        _ => {}
+    }
+}
+
+fn record(client: &mut Client, packet: RtpPacket) {
+    let ssrc = packet.header.ssrc;
+    let mid = client
+        .subscriber
+        .direct_api()
+        .stream_rx(&ssrc)
+        .map(|s| s.mid())
+        .unwrap_or_else(|| Mid::from("?"));
+    client.received.push(Received {
+        at: packet.timestamp,
+        mid,
+        seq: *packet.seq_no,
+        timestamp: packet.header.timestamp,
+        payload: packet.payload.to_vec(),
+        audio_level: packet.header.ext_vals.audio_level,
+    });
+}
