@@ -1,15 +1,35 @@
-//! The auth service: accounts, password hashing, sessions, access and refresh tokens, OAuth sign-in, JWKS.
+//! The auth service: accounts, password hashing, sessions, access and refresh tokens, JWKS.
 //!
 //! `build` turns typed configuration into the service's router; the binary in
 //! `main.rs` and the all-in-one launcher both call it.
+//!
+//! - [`domain`]: `Email`, `Password`, `DisplayName` (parse, don't validate), the
+//!   Argon2id hasher, opaque tokens;
+//! - [`store`]: the relational store (PostgreSQL or SQLite, one query set);
+//! - [`keys`]: Ed25519 signing keys kept in the store, rotated, published as JWKS;
+//! - [`revocation`]: signed-out tokens, database first, Redis as a cache;
+//! - [`throttle`]: per-account and per-IP brute-force delays;
+//! - [`routes`]: the HTTP API under `/api/v1/auth`.
+
+pub mod domain;
+pub mod keys;
+pub mod revocation;
+pub mod routes;
+pub mod store;
+pub mod throttle;
 
 use axum::Router;
 use servicekit::StartError;
+use servicekit::backends::Db;
 use servicekit::config::BackendConfig;
 use servicekit::health::Readiness;
 use servicekit::http;
 use servicekit::metrics::Metrics;
 use servicekit::service::{Deps, Needs};
+use servicekit::tokens::{TokenVerifier, VerifierConfig};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The service's name in logs, metrics and its `*_PORT` setting.
@@ -21,6 +41,118 @@ pub const DEFAULT_PORT: u16 = 8001;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backends: BackendConfig,
+    pub tokens: TokenSettings,
+    /// Password hashes computed at once (each takes ~19 MiB and a core for ~30 ms).
+    pub hash_concurrency: usize,
+    /// Peers whose `X-Forwarded-For` names the real client (the gateway).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Lifetimes and names of the tokens auth issues.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    /// Each refresh token's lifetime (rotation makes a new one).
+    pub refresh_ttl: Duration,
+    /// A session's absolute lifetime: after this the user signs in again.
+    pub session_ttl: Duration,
+    pub verify_email_ttl: Duration,
+    pub reset_password_ttl: Duration,
+    /// Signing keys older than this are replaced (the old one stays published for
+    /// one access-token lifetime plus a margin).
+    pub key_rotation: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: proto::auth::DEFAULT_ISSUER.to_owned(),
+            audience: proto::auth::DEFAULT_AUDIENCE.to_owned(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(14 * 24 * 3600),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            verify_email_ttl: Duration::from_secs(24 * 3600),
+            reset_password_ttl: Duration::from_secs(3600),
+            key_rotation: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults for everything but the backends.
+    pub fn new(backends: BackendConfig) -> Self {
+        Self {
+            backends,
+            tokens: TokenSettings::default(),
+            hash_concurrency: default_hash_concurrency(),
+            trusted_proxies: vec![
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ],
+        }
+    }
+
+    /// From the auth flags (the binary and the launcher share them).
+    pub fn from_args(backends: BackendConfig, args: AuthArgs) -> Result<Self, StartError> {
+        let mut config = Self::new(backends);
+        if !(60..=3600).contains(&args.access_token_ttl_secs) {
+            return Err(StartError::setting(
+                "AUTH_ACCESS_TOKEN_TTL",
+                "must be between 60 and 3600 seconds",
+            ));
+        }
+        config.tokens.access_ttl = Duration::from_secs(args.access_token_ttl_secs);
+        config.tokens.issuer = args.issuer;
+        config.tokens.audience = args.audience;
+        if let Some(n) = args.hash_concurrency {
+            if n == 0 {
+                return Err(StartError::setting(
+                    "AUTH_HASH_CONCURRENCY",
+                    "must be at least 1",
+                ));
+            }
+            config.hash_concurrency = n;
+        }
+        if let Some(proxies) = args.trusted_proxies {
+            config.trusted_proxies = proxies;
+        }
+        Ok(config)
+    }
+}
+
+fn default_hash_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The auth service's flags; each is also an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// Access-token lifetime in seconds (60-3600).
+    #[arg(
+        long = "auth-access-token-ttl",
+        env = "AUTH_ACCESS_TOKEN_TTL",
+        default_value_t = 900
+    )]
+    pub access_token_ttl_secs: u64,
+    /// `iss` of the access tokens auth signs.
+    #[arg(long = "auth-issuer", env = "AUTH_ISSUER", default_value = proto::auth::DEFAULT_ISSUER)]
+    pub issuer: String,
+    /// `aud` of the access tokens auth signs.
+    #[arg(long = "auth-audience", env = "AUTH_AUDIENCE", default_value = proto::auth::DEFAULT_AUDIENCE)]
+    pub audience: String,
+    /// Password hashes computed at once. Default: one per CPU.
+    #[arg(long = "auth-hash-concurrency", env = "AUTH_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+    /// Comma-separated addresses whose X-Forwarded-For is trusted (the gateway).
+    /// Default: loopback only.
+    #[arg(
+        long = "auth-trusted-proxies",
+        env = "AUTH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 /// Connect the service's backends and build its router.
@@ -33,13 +165,169 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
             redis: true,
             amqp: true,
         },
-        shutdown,
+        shutdown.clone(),
     )
     .await?;
-    Ok(router(deps.readiness))
+    let db = deps
+        .db
+        .ok_or_else(|| StartError::other("auth needs a database"))?;
+    build_with(config, db, deps.redis, deps.readiness, shutdown).await
 }
 
-fn router(readiness: Readiness) -> Router {
+/// Build the router on backends already connected (tests pass a fresh schema).
+pub async fn build_with(
+    config: Config,
+    db: Db,
+    redis: Option<redis::aio::ConnectionManager>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> Result<Router, StartError> {
+    let state = AppState::open(&config, db, redis).await?;
+    tokio::spawn(maintain(state.clone(), shutdown));
     let metrics = Metrics::new(SERVICE);
-    http::service_router(SERVICE, Router::new(), readiness, metrics)
+    Ok(http::service_router(
+        SERVICE,
+        routes::router(state),
+        readiness,
+        metrics,
+    ))
+}
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: store::Store,
+    pub keys: keys::SigningKeys,
+    pub hasher: domain::PasswordHasher,
+    pub revocations: revocation::Revocations,
+    pub verifier: TokenVerifier,
+    pub throttles: Throttles,
+    pub settings: Arc<Settings>,
+}
+
+/// The three throttles.
+#[derive(Clone)]
+pub struct Throttles {
+    /// Sign-in failures per account (normalised email).
+    pub account: throttle::Throttle,
+    /// Sign-in failures per client address.
+    pub ip: throttle::Throttle,
+    /// Emails sent per mailbox (verification and reset links).
+    pub mail: throttle::Throttle,
+}
+
+impl Throttles {
+    fn new() -> Self {
+        let forget = Duration::from_secs(15 * 60);
+        let max = Duration::from_secs(15 * 60);
+        Self {
+            account: throttle::Throttle::new(throttle::Policy {
+                free: 5,
+                base: Duration::from_secs(1),
+                max,
+                forget_after: forget,
+            }),
+            ip: throttle::Throttle::new(throttle::Policy {
+                free: 20,
+                base: Duration::from_secs(1),
+                max,
+                forget_after: forget,
+            }),
+            mail: throttle::Throttle::new(throttle::Policy {
+                free: 3,
+                base: Duration::from_secs(30),
+                max: Duration::from_secs(3600),
+                forget_after: Duration::from_secs(3600),
+            }),
+        }
+    }
+}
+
+/// Settings the handlers read.
+#[derive(Debug)]
+pub struct Settings {
+    pub tokens: TokenSettings,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl axum::extract::FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+impl AppState {
+    async fn open(
+        config: &Config,
+        db: Db,
+        redis: Option<redis::aio::ConnectionManager>,
+    ) -> Result<Self, StartError> {
+        let store = store::Store::open(db).await?;
+        let policy = keys::RotationPolicy {
+            rotate_after: config.tokens.key_rotation,
+            overlap: config.tokens.access_ttl + Duration::from_secs(10 * 60),
+        };
+        let keys = keys::SigningKeys::open(store.clone(), policy, now_ms())
+            .await
+            .map_err(|err| StartError::other(format!("signing keys: {err}")))?;
+        let hasher = domain::PasswordHasher::new(config.hash_concurrency, Duration::from_secs(5))
+            .await
+            .map_err(|err| StartError::other(format!("password hasher: {err}")))?;
+        let revocations =
+            revocation::Revocations::new(store.clone(), redis, config.tokens.access_ttl);
+        let verifier = TokenVerifier::new(
+            Arc::new(keys.clone()),
+            VerifierConfig {
+                issuer: config.tokens.issuer.clone(),
+                audience: config.tokens.audience.clone(),
+                leeway: Duration::from_secs(proto::auth::MAX_LEEWAY_SECS),
+            },
+        )
+        .with_revocations(Arc::new(revocations.clone()));
+        Ok(Self {
+            store,
+            keys,
+            hasher,
+            revocations,
+            verifier,
+            throttles: Throttles::new(),
+            settings: Arc::new(Settings {
+                tokens: config.tokens.clone(),
+                trusted_proxies: config.trusted_proxies.clone(),
+            }),
+        })
+    }
+}
+
+/// Background upkeep until shutdown: re-seed the Redis revocation cache when it is
+/// incomplete (every 2 s), reload/rotate signing keys and purge expired rows (every
+/// 10 min).
+async fn maintain(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(err) = state.revocations.reseed_if_needed(now_ms()).await {
+            tracing::warn!(error = %err, "cannot seed the revocation cache");
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(300) {
+            if let Err(err) = state.keys.reload(now_ms()).await {
+                tracing::warn!(error = %err, "cannot reload signing keys");
+            }
+            if let Err(err) = state.store.purge_expired(now_ms(), 24 * 3600 * 1000).await {
+                tracing::warn!(error = %err, "cannot purge expired rows");
+            }
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -53,6 +53,8 @@ struct Cli {
     #[arg(long, env = "MEETEASE_WEB_DIR")]
     web_dir: Option<PathBuf>,
     #[command(flatten)]
+    auth: auth::AuthArgs,
+    #[command(flatten)]
     service: ServiceArgs,
 }
 
@@ -123,9 +125,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         (
             auth_l,
             auth::build(
-                auth::Config {
-                    backends: backends.clone(),
-                },
+                auth::Config::from_args(backends.clone(), cli.auth)?,
                 shutdown.clone(),
             )
             .await?,

@@ -12,7 +12,9 @@
 //!   shutdown signal;
 //! - [`health`]: `/health`, `/ready` and `/metrics`;
 //! - [`backends`]: connectors for the relational store (PostgreSQL or embedded
-//!   SQLite), Redis and RabbitMQ, each with a readiness check.
+//!   SQLite), Redis and RabbitMQ, each with a readiness check;
+//! - [`tokens`]: verifying access tokens against auth's JWKS, and the
+//!   [`tokens::AuthUser`] extractor.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), servicekit::StartError> {
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::{Secret, StartError};
 pub use error::ApiError;

@@ -1,0 +1,155 @@
+//! The published keys, their persistence, and verification from another service's
+//! point of view (servicekit's verifier against the live JWKS, Redis revocations).
+
+use crate::helpers::{PASSWORD, TestApp, spawn_app_on};
+use crate::on_both_backends;
+use reqwest::StatusCode;
+use servicekit::tokens::{HttpJwks, RedisRevocations, TokenError, TokenVerifier, VerifierConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+on_both_backends!(
+    the_jwks_publishes_one_ed25519_signing_key,
+    a_restart_keeps_the_signing_key_and_its_tokens_stay_valid,
+    another_service_verifies_tokens_with_the_servicekit_verifier,
+    a_key_rotated_by_another_replica_is_picked_up_on_an_unknown_kid,
+);
+
+async fn the_jwks_publishes_one_ed25519_signing_key(app: TestApp) {
+    let jwks = app.get("/api/v1/auth/jwks").await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    let keys = jwks.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let key = &keys[0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert_eq!(key["alg"], "EdDSA");
+    assert_eq!(key["use"], "sig");
+    assert!(key["kid"].as_str().is_some_and(|kid| !kid.is_empty()));
+    assert!(key.get("d").is_none(), "never the private part");
+    let well_known = app.get("/.well-known/jwks.json").await;
+    assert_eq!(well_known.body, jwks.body);
+    // Access tokens name that key.
+    let (_, registered) = app.new_account().await;
+    let header = jsonwebtoken::decode_header(registered.str("access_token")).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    assert_eq!(header.kid.as_deref(), key["kid"].as_str());
+}
+
+async fn a_restart_keeps_the_signing_key_and_its_tokens_stay_valid(app: TestApp) {
+    let (email, registered) = app.new_account().await;
+    let jwks_before = app.get("/api/v1/auth/jwks").await.body;
+    let storage = app.storage.clone();
+    drop(app);
+    let restarted = spawn_app_on(storage, |_| {}).await;
+    assert_eq!(restarted.get("/api/v1/auth/jwks").await.body, jwks_before);
+    assert!(restarted.is_active(&registered.str("access_token")).await);
+    assert_eq!(
+        restarted
+            .refresh(&registered.str("refresh_token"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        restarted.login(&email, PASSWORD).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn another_service_verifies_tokens_with_the_servicekit_verifier(app: TestApp) {
+    let (_, registered) = app.new_account().await;
+    let access = registered.str("access_token");
+    let mut verifier =
+        TokenVerifier::from_jwks_url(&app.url("/api/v1/auth/jwks"), VerifierConfig::default())
+            .unwrap();
+    if let Some(redis) = &app.redis {
+        verifier = verifier.with_revocations(Arc::new(RedisRevocations(redis.clone())));
+        // Auth seeds the completeness marker within a couple of seconds of start.
+        wait_for_marker(redis).await;
+    }
+    let claims = verifier
+        .verify(&access)
+        .await
+        .expect("a fresh token verifies");
+    assert_eq!(
+        claims.sub.to_string(),
+        registered.body["user"]["id"].as_str().unwrap()
+    );
+    assert_eq!(verifier.verify("a.b.c").await, Err(TokenError::Invalid));
+    let wrong_audience = TokenVerifier::from_jwks_url(
+        &app.url("/api/v1/auth/jwks"),
+        VerifierConfig {
+            audience: "another-api".into(),
+            ..VerifierConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        wrong_audience.verify(&access).await,
+        Err(TokenError::Invalid)
+    );
+    assert_eq!(app.logout(&access).await.status, StatusCode::NO_CONTENT);
+    if app.redis.is_some() {
+        // Revocation is visible to other services through Redis.
+        assert_eq!(verifier.verify(&access).await, Err(TokenError::Revoked));
+    }
+}
+
+async fn wait_for_marker(redis: &redis::aio::ConnectionManager) {
+    let mut conn = redis.clone();
+    for _ in 0..50 {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(proto::auth::revocation_keys::COMPLETE)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if exists == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("auth never marked the revocation cache complete");
+}
+
+async fn a_key_rotated_by_another_replica_is_picked_up_on_an_unknown_kid(app: TestApp) {
+    let verifier = TokenVerifier::new(
+        Arc::new(
+            HttpJwks::new(&app.url("/api/v1/auth/jwks"))
+                .unwrap()
+                .with_intervals(Duration::from_secs(3600), Duration::ZERO),
+        ),
+        VerifierConfig::default(),
+    );
+    let (email, first) = app.new_account().await;
+    verifier.verify(&first.str("access_token")).await.unwrap();
+    // A second replica on the same database, due to rotate, makes a new key; the
+    // old one stays published for the overlap.
+    let replica = spawn_app_on(app.storage.clone(), |config| {
+        config.tokens.key_rotation = Duration::ZERO;
+    })
+    .await;
+    let second = replica.login(&email, PASSWORD).await;
+    let old_kid = jsonwebtoken::decode_header(first.str("access_token"))
+        .unwrap()
+        .kid;
+    let new_kid = jsonwebtoken::decode_header(second.str("access_token"))
+        .unwrap()
+        .kid;
+    assert_ne!(old_kid, new_kid);
+    assert_eq!(
+        replica.get("/api/v1/auth/jwks").await.body["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The verifier's cached set (from the first replica) lacks the new kid: it
+    // re-fetches, the first replica re-reads its keys, and both tokens verify.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    verifier.verify(&second.str("access_token")).await.unwrap();
+    verifier.verify(&first.str("access_token")).await.unwrap();
+    // Each replica accepts the other's tokens.
+    assert!(app.is_active(&second.str("access_token")).await);
+    assert!(replica.is_active(&first.str("access_token")).await);
+}

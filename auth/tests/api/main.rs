@@ -1,0 +1,13 @@
+//! The auth service's API tests: each scenario runs twice, on SQLite (embedded, no
+//! Redis) and on the real PostgreSQL + Redis (`TEST_DATABASE_URL`, `TEST_REDIS_URL`).
+
+mod helpers;
+
+mod hostile_input;
+mod jwks;
+mod lifecycle;
+mod login;
+mod password;
+mod register;
+mod tokens;
+mod verification;
