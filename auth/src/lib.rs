@@ -205,7 +205,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
 }
 
-/// The three throttles.
+/// The throttles.
 #[derive(Clone)]
 pub struct Throttles {
     /// Sign-in failures per account (normalised email).
@@ -214,6 +214,8 @@ pub struct Throttles {
     pub ip: throttle::Throttle,
     /// Emails sent per mailbox (verification and reset links).
     pub mail: throttle::Throttle,
+    /// Accounts created per client address.
+    pub register: throttle::Throttle,
 }
 
 impl Throttles {
@@ -236,6 +238,12 @@ impl Throttles {
             mail: throttle::Throttle::new(throttle::Policy {
                 free: 3,
                 base: Duration::from_secs(30),
+                max: Duration::from_secs(3600),
+                forget_after: Duration::from_secs(3600),
+            }),
+            register: throttle::Throttle::new(throttle::Policy {
+                free: 20,
+                base: Duration::from_secs(1),
                 max: Duration::from_secs(3600),
                 forget_after: Duration::from_secs(3600),
             }),

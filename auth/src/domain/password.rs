@@ -5,6 +5,7 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -132,22 +133,40 @@ pub enum HashError {
 /// Argon2id with the crate's defaults (the OWASP minimum: 19 MiB, t=2, p=1).
 ///
 /// Hashing takes tens of milliseconds of CPU, so it runs on the blocking pool and at
-/// most `concurrency` hashes run at once; others queue for up to `queue_timeout` and
-/// are then refused (503 + `Retry-After`) instead of piling up. A sign-in for an
+/// most `concurrency` hashes run at once; others queue (at most `32 × concurrency` of
+/// them, for at most `queue_timeout`) and are otherwise refused at once (503 +
+/// `Retry-After`) instead of piling up. A sign-in for an
 /// unknown account verifies against a dummy hash so it costs the same time as one
 /// with a wrong password.
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     queue_timeout: Duration,
+    /// Requests waiting for a permit; past `max_waiting` new ones are refused at
+    /// once, so a flood is shed in microseconds instead of timing out in the queue.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     dummy_hash: Arc<str>,
+}
+
+/// Decrements the waiting count however the wait ends.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PasswordHasher {
     pub async fn new(concurrency: usize, queue_timeout: Duration) -> Result<Self, HashError> {
+        let concurrency = concurrency.max(1);
         let mut hasher = Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
             queue_timeout,
+            waiting: Arc::default(),
+            // About a second of work queued at ~30 ms per hash per core.
+            max_waiting: concurrency * 32,
             dummy_hash: Arc::from(""),
         };
         let dummy = super::OpaqueToken::generate()
@@ -193,10 +212,16 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(HashError::Busy);
+        }
+        let waiting = Waiting(self.waiting.clone());
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| HashError::Busy)?
             .map_err(|_| HashError::Busy)?;
+        drop(waiting);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
@@ -259,5 +284,36 @@ mod tests {
                 .unwrap()
         );
         assert!(!hasher.verify("correct horse battery", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_flood_beyond_the_queue_is_refused_at_once() {
+        let hasher = PasswordHasher::new(1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let attempts: Vec<_> = (0..60)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let result = hasher.verify("whatever it is", None).await;
+                    (result.is_ok(), started.elapsed())
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for attempt in attempts {
+            let (ok, took) = attempt.await.unwrap();
+            if !ok {
+                refused += 1;
+                assert!(
+                    took < Duration::from_millis(100),
+                    "refused slowly: {took:?}"
+                );
+            }
+        }
+        // One hashing, 32 queued: the other 27 are shed.
+        assert!(refused >= 27, "{refused}");
+        assert_eq!(hasher.waiting.load(Ordering::Relaxed), 0);
     }
 }

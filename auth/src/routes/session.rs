@@ -42,11 +42,22 @@ pub struct RegisterRequest {
 
 pub async fn register(
     State(state): State<AppState>,
+    ip: ClientIp,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
     let email = parse_email(&body.email)?;
     let display_name = parse_display_name(&body.display_name)?;
     let password = Password::parse(&body.password).map_err(weak)?;
+    // Every account created counts against the address: a script creating accounts
+    // in bulk meets growing delays after the first 20 in an hour.
+    let ip_key = ip.key();
+    let now_instant = Instant::now();
+    state
+        .throttles
+        .register
+        .check(&ip_key, now_instant)
+        .map_err(rate_limited)?;
+    state.throttles.register.fail(&ip_key, now_instant);
     let password_hash = state.hasher.hash(&password).await.map_err(hash_error)?;
     let now = now_ms();
     let user = UserRecord {

@@ -9,6 +9,7 @@ on_both_backends!(
     registering_with_a_weak_password_is_weak_password,
     registering_with_an_invalid_email_or_name_is_invalid_field,
     registering_announces_the_user_and_a_verification_link_in_the_outbox,
+    registering_many_accounts_from_one_address_is_throttled,
 );
 
 async fn registering_returns_201_with_tokens_and_the_user(app: TestApp) {
@@ -98,4 +99,34 @@ async fn registering_announces_the_user_and_a_verification_link_in_the_outbox(ap
     )
     .unwrap();
     assert_eq!(stored, 0);
+}
+
+async fn registering_many_accounts_from_one_address_is_throttled(app: TestApp) {
+    let register_from = |ip: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/api/v1/auth/register"))
+            .header("x-forwarded-for", ip)
+            .json(&serde_json::json!({
+                "email": unique_email(),
+                "password": PASSWORD,
+                "display_name": "Bot",
+            }));
+        app.send(request)
+    };
+    for i in 0..21 {
+        assert_eq!(
+            register_from("198.51.100.9").await.status,
+            StatusCode::CREATED,
+            "account {i}"
+        );
+    }
+    let blocked = register_from("198.51.100.9").await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(blocked.code(), "rate_limited");
+    assert!(blocked.headers.contains_key("retry-after"));
+    assert_eq!(
+        register_from("198.51.100.10").await.status,
+        StatusCode::CREATED
+    );
 }
