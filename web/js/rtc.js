@@ -184,7 +184,9 @@ export class MeetingClient extends EventTarget {
   }
 
   buildSubscriber() {
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // The SFU offers here; its first offer may have no media section (an empty
+    // room) and so no BUNDLE group, which a max-bundle answerer would refuse.
+    const pc = new RTCPeerConnection({ iceServers: [], rtcpMuxPolicy: 'require' });
     this.sub = pc;
     pc.addEventListener('icecandidate', (event) => this.onLocalCandidate('subscriber', event));
     pc.addEventListener('connectionstatechange', () => this.onPeerState(pc));

@@ -30,6 +30,8 @@ export function renderLobby(root, code, { onJoin, notice = null }) {
   let cameraEnabled = prefs.cameraEnabled !== false;
   let stopLevel = () => {};
   let closed = false;
+  /** The pending device request: Join waits for it, so nobody joins without the media they see. */
+  let opening = Promise.resolve();
   let title = 'Join meeting';
 
   const video = h('video', { class: 'preview-video mirror', autoplay: true, muted: true, playsinline: true, 'aria-label': 'Your camera preview' });
@@ -136,11 +138,12 @@ export function renderLobby(root, code, { onJoin, notice = null }) {
     await fillDevices();
   }
 
-  async function reopen() {
+  function reopen() {
     savePrefs({ ...loadPrefs(), cameraId: cameraSelect.value, micId: micSelect.value });
     stopLevel();
     stream.getTracks().forEach((t) => t.stop());
-    await open();
+    opening = opening.then(open, open);
+    return opening;
   }
 
   function toggleMic() {
@@ -151,7 +154,12 @@ export function renderLobby(root, code, { onJoin, notice = null }) {
     renderToggles();
   }
 
-  async function toggleCamera() {
+  function toggleCamera() {
+    opening = opening.then(flipCamera, flipCamera);
+    return opening;
+  }
+
+  async function flipCamera() {
     cameraEnabled = !cameraEnabled;
     savePrefs({ ...loadPrefs(), cameraEnabled });
     if (!cameraEnabled) {
@@ -186,6 +194,7 @@ export function renderLobby(root, code, { onJoin, notice = null }) {
     joinButton.textContent = 'Joining…';
     savePrefs({ ...loadPrefs(), displayName: session ? loadPrefs().displayName : displayName });
     try {
+      await opening;
       const joinInfo = await joinMeeting(code, displayName);
       closed = true;
       stopLevel();
@@ -201,7 +210,7 @@ export function renderLobby(root, code, { onJoin, notice = null }) {
 
   nameInput.addEventListener('input', renderToggles);
   renderToggles();
-  open();
+  opening = open().catch((error) => console.error('opening devices', error));
   if (!nameInput.value) nameInput.focus();
   else joinButton.focus();
 

@@ -7,6 +7,7 @@ import { MeetingClient } from '../rtc.js';
 import { copyLink } from './home.js';
 import { renderLobby } from './lobby.js';
 import { go } from '../nav.js';
+import { icon } from '../icons.js';
 
 export function renderMeetingPage(root, code) {
   let cleanup = renderLobby(root, code, { onJoin: (joined) => enter(joined) });
@@ -180,7 +181,7 @@ function renderRoom(root, code, joined, { onExit }) {
     const video = h('video', { autoplay: true, muted: true, playsinline: true });
     const avatar = h('div', { class: 'avatar', 'aria-hidden': 'true' });
     const name = h('span', { class: 'name' });
-    const micIcon = h('span', { class: 'mic-off', role: 'img', 'aria-label': 'Microphone muted', hidden: true }, '🔇');
+    const micIcon = h('span', { class: 'mic-off', hidden: true }, icon('micOff', { label: 'Microphone muted' }));
     const quality = h('span', { class: 'tile-quality', role: 'img', hidden: true });
     const pin = h('button', {
       type: 'button',
@@ -190,7 +191,7 @@ function renderRoom(root, code, joined, { onExit }) {
         pinned = pinned === key ? null : key;
         layout();
       },
-    }, '📌');
+    }, icon('pin'));
     const el = h('figure', { class: 'tile', dataset: { participantId, source: source === 'screen_share' ? 'screen_share' : 'camera' } },
       video, avatar, h('figcaption', {}, name, micIcon, quality), pin);
     tile = { key, el, video, avatar, name, micIcon, quality, pin, participantId, source, trackId: null, track: null };
@@ -215,10 +216,21 @@ function renderRoom(root, code, joined, { onExit }) {
     return p ? p.display_name : 'Someone';
   }
 
+  /** A participant's announced track of one source (TrackInfo), if any. */
   function trackOf(participantId, source) {
     const p = client.participants.get(participantId);
     if (!p) return null;
     for (const t of p.tracks.values()) if (t.source === source) return t;
+    return null;
+  }
+
+  /** The received track of a participant's source on the subscriber connection, if any. */
+  function remoteOf(participantId, source) {
+    const info = trackOf(participantId, source);
+    if (info && client.remoteTracks.has(info.track_id)) return client.remoteTracks.get(info.track_id);
+    for (const r of client.remoteTracks.values()) {
+      if (r.participant_id === participantId && r.source === source) return r;
+    }
     return null;
   }
 
@@ -247,16 +259,17 @@ function renderRoom(root, code, joined, { onExit }) {
       const tile = ensureTile(p.participant_id, 'camera');
       const camInfo = trackOf(p.participant_id, 'camera');
       const micInfo = trackOf(p.participant_id, 'microphone');
-      const remote = camInfo && client.remoteTracks.get(camInfo.track_id);
+      const remote = remoteOf(p.participant_id, 'camera');
+      const micRemote = remoteOf(p.participant_id, 'microphone');
       updateTile(tile, {
         name: p.display_name,
         nameForAvatar: p.display_name,
-        remote: camInfo && !camInfo.muted ? remote : null,
-        micMuted: !micInfo || Boolean(micInfo.muted),
+        remote: camInfo && camInfo.muted ? null : remote,
+        micMuted: micInfo ? Boolean(micInfo.muted) : !micRemote,
         quality: qualities.get(p.participant_id),
         isHost: p.is_host,
       });
-      const screenInfo = trackOf(p.participant_id, 'screen_share');
+      const screenInfo = trackOf(p.participant_id, 'screen_share') || remoteOf(p.participant_id, 'screen_share');
       if (screenInfo) {
         const skey = tileKey(p.participant_id, 'screen_share');
         wanted.add(skey);
@@ -264,7 +277,7 @@ function renderRoom(root, code, joined, { onExit }) {
         updateTile(stile, {
           name: `${p.display_name} (screen)`,
           nameForAvatar: p.display_name,
-          remote: client.remoteTracks.get(screenInfo.track_id) || null,
+          remote: remoteOf(p.participant_id, 'screen_share'),
           micMuted: false,
           screen: true,
         });
@@ -517,7 +530,7 @@ function renderRoom(root, code, joined, { onExit }) {
       return h('li', { class: 'person' },
         h('span', { class: 'avatar small', style: { '--hue': hueFor(p.display_name) }, 'aria-hidden': 'true' }, initials(p.display_name)),
         h('span', { class: 'person-name' }, isMe ? `${p.display_name} (you)` : p.display_name, p.is_host ? h('span', { class: 'tag' }, 'host') : null),
-        muted ? h('span', { role: 'img', 'aria-label': 'Microphone muted' }, '🔇') : null,
+        muted ? icon('micOff', { label: 'Microphone muted' }) : null,
         client.isHost && !isMe
           ? h('span', { class: 'row' },
             h('button', { type: 'button', class: 'btn btn-small', disabled: muted, onclick: () => client.hostMute(p.participant_id) }, `Mute ${p.display_name}`),

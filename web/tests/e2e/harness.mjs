@@ -50,6 +50,7 @@ export function chromiumPath() {
  * Resolves to {url, addrs, pid, stop(), logs()} once it prints its banner.
  */
 export async function startPlatform({ env = {} } = {}) {
+  if (process.env.E2E_MOCK === '1') return startMockPlatform();
   const bin = process.env.MEETEASE_BIN || path.join(REPO, 'target', 'debug', 'meetease');
   if (!existsSync(bin)) throw new Error(`${bin} is missing: build it first (cargo build -p meetease)`);
   const dataDir = mkdtempSync(path.join(tmpdir(), 'meetease-e2e-'));
@@ -203,4 +204,32 @@ export async function screenshot(page, name) {
     copyFileSync(file, path.join(SCREENSHOT_DIR, `${name}.png`));
   }
   return file;
+}
+
+/**
+ * The mock platform (web/tests/mock): Node stands in for the services and a
+ * Chromium page for the SFU. For developing the client only; E2E_MOCK=1.
+ */
+async function startMockPlatform() {
+  const { startMock } = await import('../mock/server.mjs');
+  const sfuBrowser = await launchBrowser();
+  const mock = await startMock({
+    launchSfuPage: async (url) => {
+      const page = await sfuBrowser.newPage();
+      page.on('console', (m) => {
+        if (m.type() === 'error') console.log(`[sfu page] ${m.text()}`);
+      });
+      await page.goto(url);
+      return page;
+    },
+  });
+  return {
+    url: mock.url,
+    addrs: {},
+    logs: () => '',
+    async stop() {
+      await mock.stop();
+      await sfuBrowser.close();
+    },
+  };
 }
