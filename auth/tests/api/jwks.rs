@@ -68,8 +68,7 @@ async fn another_service_verifies_tokens_with_the_servicekit_verifier(app: TestA
         // Auth seeds the completeness marker within a couple of seconds of start.
         wait_for_marker(redis).await;
     }
-    let claims = verifier
-        .verify(&access)
+    let claims = verify_settled(&verifier, &access)
         .await
         .expect("a fresh token verifies");
     assert_eq!(
@@ -92,8 +91,85 @@ async fn another_service_verifies_tokens_with_the_servicekit_verifier(app: TestA
     assert_eq!(app.logout(&access).await.status, StatusCode::NO_CONTENT);
     if app.redis.is_some() {
         // Revocation is visible to other services through Redis.
-        assert_eq!(verifier.verify(&access).await, Err(TokenError::Revoked));
+        assert_eq!(
+            verify_settled(&verifier, &access).await,
+            Err(TokenError::Revoked)
+        );
     }
+}
+
+/// Verify, retrying while the answer is `Unavailable` (another test may have just
+/// emptied the revocation cache; auth re-seeds it within a few seconds).
+async fn verify_settled(
+    verifier: &TokenVerifier,
+    token: &str,
+) -> Result<proto::auth::AccessClaims, TokenError> {
+    for _ in 0..60 {
+        match verifier.verify(token).await {
+            Err(TokenError::Unavailable) => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => return other,
+        }
+    }
+    Err(TokenError::Unavailable)
+}
+
+/// Redis loses everything (a restart): nothing is un-revoked. Auth falls back to the
+/// database at once, other services' Redis checks fail closed until auth re-seeds
+/// the cache, then see the revocation again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_redis_cache_does_not_unrevoke_anything() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await;
+    let redis = app.redis.clone().expect("the Postgres variant has Redis");
+    wait_for_marker(&redis).await;
+    let (_, registered) = app.new_account().await;
+    let access = registered.str("access_token");
+    assert_eq!(app.logout(&access).await.status, StatusCode::NO_CONTENT);
+    let claims = crate::helpers::claims_of(&access);
+    let mut conn = redis.clone();
+    let _: () = redis::cmd("DEL")
+        .arg(proto::auth::revocation_keys::COMPLETE)
+        .arg(proto::auth::revocation_keys::jti(&claims.jti))
+        .arg(proto::auth::revocation_keys::sid(&claims.sid))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Auth itself answers from the database.
+    assert!(!app.is_active(&access).await);
+    // Another service never reads "not revoked" from the emptied cache.
+    let verifier =
+        TokenVerifier::from_jwks_url(&app.url("/api/v1/auth/jwks"), VerifierConfig::default())
+            .unwrap()
+            .with_revocations(Arc::new(RedisRevocations(redis.clone())));
+    match verifier.verify(&access).await {
+        Err(TokenError::Unavailable) | Err(TokenError::Revoked) => {}
+        other => panic!("an emptied cache must not pass the token: {other:?}"),
+    }
+    // After the re-seed, the revocation is back in Redis. (Tests share one Redis but
+    // not one database: another test's auth may set the marker first, from its own
+    // database. In a deployment every replica reads the same database. So empty the
+    // marker again until this app's re-seed is the one that lands.)
+    let mut back = 0;
+    for _ in 0..10 {
+        wait_for_marker(&redis).await;
+        back = redis::cmd("EXISTS")
+            .arg(proto::auth::revocation_keys::jti(&claims.jti))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if back == 1 {
+            break;
+        }
+        let _: () = redis::cmd("DEL")
+            .arg(proto::auth::revocation_keys::COMPLETE)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(back, 1, "auth re-seeded the revocation");
+    assert_eq!(
+        verify_settled(&verifier, &access).await,
+        Err(TokenError::Revoked)
+    );
 }
 
 async fn wait_for_marker(redis: &redis::aio::ConnectionManager) {
