@@ -17,8 +17,14 @@ impl RoomId {
         let value = value.into();
         let ok = !value.is_empty()
             && value.len() <= Self::MAX_LEN
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok { Ok(RoomId(value)) } else { Err(InvalidRoomId) }
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(RoomId(value))
+        } else {
+            Err(InvalidRoomId)
+        }
     }
 
     pub fn as_str(&self) -> &str {

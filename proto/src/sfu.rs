@@ -190,8 +190,14 @@ pub enum SfuEvent {
         offer: SubscriberOffer,
     },
     /// A participant's media connection is up.
-    Connected { room: RoomId, participant_id: ParticipantId },
-    TrackPublished { room: RoomId, track: TrackInfo },
+    Connected {
+        room: RoomId,
+        participant_id: ParticipantId,
+    },
+    TrackPublished {
+        room: RoomId,
+        track: TrackInfo,
+    },
     TrackUnpublished {
         room: RoomId,
         participant_id: ParticipantId,
@@ -204,7 +210,10 @@ pub enum SfuEvent {
         muted: bool,
     },
     /// Active speakers, loudest first (empty: nobody speaks).
-    Speakers { room: RoomId, speakers: Vec<SpeakerLevel> },
+    Speakers {
+        room: RoomId,
+        speakers: Vec<SpeakerLevel>,
+    },
     /// The simulcast layer a subscriber now receives of a track.
     LayerChanged {
         room: RoomId,
@@ -212,7 +221,10 @@ pub enum SfuEvent {
         track_id: TrackId,
         layer: Option<Layer>,
     },
-    Quality { room: RoomId, sample: QualitySample },
+    Quality {
+        room: RoomId,
+        sample: QualitySample,
+    },
     /// The media connection failed or timed out; the session is gone.
     Disconnected {
         room: RoomId,

@@ -46,9 +46,14 @@ pub enum ClientMessage {
         tracks: Vec<TrackDeclaration>,
     },
     /// The answer to a [`ServerMessage::SubscriberOffer`].
-    SubscriberAnswer { sdp: String },
+    SubscriberAnswer {
+        sdp: String,
+    },
     /// A trickled ICE candidate (`candidate:...`), for one of the two connections.
-    Candidate { target: PeerRole, candidate: String },
+    Candidate {
+        target: PeerRole,
+        candidate: String,
+    },
     /// Choose what to receive of one remote track.
     Subscribe {
         track_id: TrackId,
@@ -61,14 +66,29 @@ pub enum ClientMessage {
         max_height: Option<u32>,
     },
     /// The client muted or unmuted its own track.
-    Mute { track_id: TrackId, muted: bool },
+    Mute {
+        track_id: TrackId,
+        muted: bool,
+    },
     /// A chat message to the room.
-    Chat { text: String },
+    Chat {
+        text: String,
+    },
     /// Host controls.
-    HostMute { participant_id: ParticipantId, track_id: TrackId },
-    HostRemove { participant_id: ParticipantId },
-    HostLock { locked: bool },
-    HostAdmit { participant_id: ParticipantId, admit: bool },
+    HostMute {
+        participant_id: ParticipantId,
+        track_id: TrackId,
+    },
+    HostRemove {
+        participant_id: ParticipantId,
+    },
+    HostLock {
+        locked: bool,
+    },
+    HostAdmit {
+        participant_id: ParticipantId,
+        admit: bool,
+    },
     HostEndMeeting,
     /// Keep-alive; answered with `pong`.
     Ping,
@@ -122,27 +142,70 @@ pub enum ServerMessage {
     },
     /// Waiting for the host to admit you (lobby).
     Waiting,
-    PublisherAnswer { sdp: String },
-    SubscriberOffer { offer: SubscriberOffer },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantLeft { participant_id: ParticipantId, reason: String },
-    ParticipantUpdated { participant: ParticipantInfo },
-    TrackPublished { track: TrackInfo },
-    TrackUnpublished { participant_id: ParticipantId, track_id: TrackId },
-    TrackMuted { participant_id: ParticipantId, track_id: TrackId, muted: bool },
-    Speakers { speakers: Vec<SpeakerLevel> },
-    Quality { participant_id: ParticipantId, quality: Quality },
-    LayerChanged { track_id: TrackId, layer: Option<Layer> },
-    Chat { participant_id: ParticipantId, display_name: String, text: String, sent_at_ms: i64 },
+    PublisherAnswer {
+        sdp: String,
+    },
+    SubscriberOffer {
+        offer: SubscriberOffer,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+        reason: String,
+    },
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    TrackPublished {
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant_id: ParticipantId,
+        track_id: TrackId,
+    },
+    TrackMuted {
+        participant_id: ParticipantId,
+        track_id: TrackId,
+        muted: bool,
+    },
+    Speakers {
+        speakers: Vec<SpeakerLevel>,
+    },
+    Quality {
+        participant_id: ParticipantId,
+        quality: Quality,
+    },
+    LayerChanged {
+        track_id: TrackId,
+        layer: Option<Layer>,
+    },
+    Chat {
+        participant_id: ParticipantId,
+        display_name: String,
+        text: String,
+        sent_at_ms: i64,
+    },
     /// Host only: someone waits in the lobby.
-    LobbyRequest { participant_id: ParticipantId, display_name: String },
-    RoomLocked { locked: bool },
+    LobbyRequest {
+        participant_id: ParticipantId,
+        display_name: String,
+    },
+    RoomLocked {
+        locked: bool,
+    },
     /// You were removed, the meeting ended, or you were denied entry. The socket closes after.
-    Removed { reason: String },
+    Removed {
+        reason: String,
+    },
     MeetingEnded,
     Pong,
     /// Something the client sent was wrong. `code` is stable (see `ErrorCode`).
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 #[cfg(test)]
@@ -155,7 +218,11 @@ mod tests {
         let env: ClientEnvelope = serde_json::from_str(raw).unwrap();
         assert_eq!(env.v, 1);
         match env.message {
-            ClientMessage::Subscribe { subscribed, max_height, .. } => {
+            ClientMessage::Subscribe {
+                subscribed,
+                max_height,
+                ..
+            } => {
                 assert!(subscribed);
                 assert_eq!(max_height, Some(180));
             }
@@ -166,7 +233,11 @@ mod tests {
 
     #[test]
     fn server_messages_carry_version_and_sequence() {
-        let env = ServerEnvelope { v: PROTOCOL_VERSION, seq: Some(7), message: ServerMessage::Pong };
+        let env = ServerEnvelope {
+            v: PROTOCOL_VERSION,
+            seq: Some(7),
+            message: ServerMessage::Pong,
+        };
         let json = serde_json::to_value(&env).unwrap();
         assert_eq!(json["v"], 1);
         assert_eq!(json["seq"], 7);
