@@ -152,6 +152,14 @@ export async function signOut() {
   clearSession();
 }
 
+export function requestPasswordReset(email) {
+  return raw('POST', '/api/v1/auth/password-reset', { email });
+}
+
+export function confirmPasswordReset(token, newPassword) {
+  return raw('POST', '/api/v1/auth/password-reset/confirm', { token, new_password: newPassword });
+}
+
 // --- meetings --------------------------------------------------------------------
 
 /** A meeting as the UI needs it, whatever the exact field names the service uses. */

@@ -1,7 +1,7 @@
 // The app shell: a small client-side router over history.pushState.
 import { currentSession, signOut, userName } from './api.js';
 import { h, mount } from './dom.js';
-import { renderSignIn, renderSignUp } from './views/auth.js';
+import { renderForgot, renderReset, renderSignIn, renderSignUp } from './views/auth.js';
 import { renderHome } from './views/home.js';
 import { renderMeetingPage } from './views/meeting.js';
 
@@ -13,6 +13,8 @@ const routes = [
   { path: /^\/$/, view: (root) => (currentSession() ? renderHome(root) : renderWelcome(root)) },
   { path: /^\/signin\/?$/, view: (root) => renderSignIn(root, nextFromQuery()) },
   { path: /^\/signup\/?$/, view: (root) => renderSignUp(root, nextFromQuery()) },
+  { path: /^\/forgot\/?$/, view: (root) => renderForgot(root) },
+  { path: /^\/reset\/?$/, view: (root) => renderReset(root) },
   { path: /^\/m\/([^/]+)\/?$/, view: (root, [code]) => renderMeetingPage(root, decodeURIComponent(code)) },
 ];
 

@@ -1,5 +1,5 @@
 // Sign in and sign up.
-import { signIn, signUp } from '../api.js';
+import { confirmPasswordReset, requestPasswordReset, signIn, signUp } from '../api.js';
 import { h, mount } from '../dom.js';
 import { humanMessage } from '../errors.js';
 import { go } from '../nav.js';
@@ -61,8 +61,11 @@ export function renderSignIn(root, next = '/') {
       await signIn({ email: email.trim(), password });
       go(next, { replace: true });
     },
-    footer: h('p', { class: 'muted' }, 'New here? ',
-      h('a', { href: `/signup${next !== '/' ? `?next=${encodeURIComponent(next)}` : ''}`, 'data-link': '' }, 'Create an account')),
+    footer: [
+      h('p', { class: 'muted' }, h('a', { href: '/forgot', 'data-link': '' }, 'Forgot your password?')),
+      h('p', { class: 'muted' }, 'New here? ',
+        h('a', { href: `/signup${next !== '/' ? `?next=${encodeURIComponent(next)}` : ''}`, 'data-link': '' }, 'Create an account')),
+    ],
   });
   mount(root, form);
   form.elements.email.focus();
@@ -89,4 +92,42 @@ export function renderSignUp(root, next = '/') {
   });
   mount(root, form);
   form.elements.display_name.focus();
+}
+
+/** Ask for a reset link by email. */
+export function renderForgot(root) {
+  const done = h('p', { class: 'notice', role: 'status', hidden: true });
+  const form = authForm({
+    title: 'Reset your password',
+    submit: 'Send reset link',
+    fields: [{ id: 'email', label: 'Email', type: 'email', autocomplete: 'username' }],
+    onSubmit: async ({ email }) => {
+      await requestPasswordReset(email.trim());
+      done.textContent = 'If an account uses this email, a reset link is on its way. Check your inbox.';
+      done.hidden = false;
+    },
+    footer: [done, h('p', { class: 'muted' }, h('a', { href: '/signin', 'data-link': '' }, 'Back to sign in'))],
+  });
+  mount(root, form);
+  form.elements.email.focus();
+}
+
+/** The page a reset link opens: /reset?token=... */
+export function renderReset(root) {
+  const token = new URLSearchParams(location.search).get('token') || '';
+  const form = authForm({
+    title: 'Choose a new password',
+    submit: 'Set password',
+    fields: [{
+      id: 'password', label: 'New password', type: 'password', autocomplete: 'new-password', minlength: 8,
+      hint: 'At least 8 characters.',
+    }],
+    onSubmit: async ({ password }) => {
+      await confirmPasswordReset(token, password);
+      go('/signin', { replace: true });
+    },
+    footer: h('p', { class: 'muted' }, h('a', { href: '/forgot', 'data-link': '' }, 'Ask for a new link')),
+  });
+  mount(root, form);
+  form.elements.password.focus();
 }

@@ -80,6 +80,22 @@ describe('pages', () => {
     await context.close();
   });
 
+  test('a forgotten password can be reset by email from the sign-in page', async () => {
+    const { page, context, errors } = await newPerson(browser, platform.url);
+    await page.goto('/signin');
+    await page.getByRole('link', { name: 'Forgot your password?' }).click();
+    await page.getByLabel('Email', { exact: true }).fill(uniqueEmail('forgetful'));
+    await page.getByRole('button', { name: 'Send reset link', exact: true }).click();
+    await page.getByRole('status').filter({ hasText: 'reset link is on its way' }).waitFor();
+    // A stale link says what to do.
+    await page.goto('/reset?token=not-a-real-token');
+    await page.getByLabel('New password', { exact: true }).fill('a brand new passphrase');
+    await page.getByRole('button', { name: 'Set password', exact: true }).click();
+    await page.getByRole('alert').filter({ hasText: 'expired or was already used' }).waitFor();
+    assert.deepEqual(errors.filter((e) => !e.includes('Failed to load resource')), []);
+    await context.close();
+  });
+
   test('signing up twice with one email says so', async () => {
     const { page, context } = await newPerson(browser, platform.url);
     const email = uniqueEmail('twice');
