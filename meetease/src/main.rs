@@ -75,6 +75,16 @@ async fn bind(host: IpAddr, name: &'static str, port: u16) -> Result<Bound, Star
     })
 }
 
+/// `http://host:port` of a service in this process (loopback when it listens on 0.0.0.0).
+fn loopback_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(host, addr.port()))
+}
+
 fn upstream(name: &'static str, addr: SocketAddr) -> Result<Upstream, StartError> {
     // A service listening on 0.0.0.0 is reached on loopback from inside the process.
     let host = if addr.ip().is_unspecified() {
@@ -121,6 +131,9 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         disconnect_grace: sfu::Config::DEFAULT_DISCONNECT_GRACE,
     };
 
+    let signaling_auth_url = loopback_url(auth_l.addr);
+    let signaling_sfu_url = loopback_url(sfu_l.addr);
+
     let routers = vec![
         (
             auth_l,
@@ -144,7 +157,10 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
             signaling_l,
             signaling::build(
                 signaling::Config {
-                    backends: backends.clone(),
+                    auth_url: signaling_auth_url,
+                    sfu_urls: vec![signaling_sfu_url],
+                    sfu_token: Some(sfu_control_token.clone()),
+                    ..signaling::Config::new(backends.clone())
                 },
                 shutdown.clone(),
             )

@@ -77,6 +77,33 @@ error_codes! {
     MeetingFull = ("meeting_full", 403),
     /// The meeting has ended or was cancelled.
     MeetingEnded = ("meeting_ended", 410),
+    /// The time zone is not a known IANA name (such as `Europe/Paris`).
+    UnknownTimeZone = ("unknown_time_zone", 422),
+    /// The schedule is impossible: end before start, a zero or too long duration, a bad time.
+    InvalidSchedule = ("invalid_schedule", 422),
+    /// More invitees than a meeting may have.
+    TooManyInvitees = ("too_many_invitees", 422),
+    /// The meeting does not let guests (people not signed in) join.
+    GuestsNotAllowed = ("guests_not_allowed", 403),
+    // --- the signaling WebSocket ---
+    /// A WebSocket message is not valid JSON or does not match its type's shape.
+    MalformedMessage = ("malformed_message", 400),
+    /// A WebSocket message has a `type` the server does not know.
+    UnknownMessageType = ("unknown_message_type", 400),
+    /// A WebSocket message's `v` is not a protocol version the server speaks.
+    UnsupportedProtocolVersion = ("unsupported_protocol_version", 400),
+    /// The room token is malformed, forged or expired.
+    InvalidRoomToken = ("invalid_room_token", 401),
+    /// The room token is for another room.
+    WrongRoom = ("wrong_room", 403),
+    /// The message is not allowed in the session's current state (for example before `join`).
+    UnexpectedMessage = ("unexpected_message", 409),
+    /// The room token does not grant publishing this source (or anything).
+    PublishNotAllowed = ("publish_not_allowed", 403),
+    /// The resume token is unknown or the grace period is over: join anew.
+    ResumeFailed = ("resume_failed", 409),
+    /// No such participant in the room.
+    ParticipantNotFound = ("participant_not_found", 404),
     // --- platform ---
     /// A dependency (database, cache, broker, upstream) is unavailable; retry later.
     ServiceUnavailable = ("service_unavailable", 503),

@@ -8,6 +8,8 @@ pub mod auth;
 pub mod error_code;
 pub mod ids;
 pub mod media;
+pub mod meeting;
+pub mod room_token;
 pub mod sfu;
 pub mod signal;
 

@@ -1,0 +1,32 @@
+//! The transactional outbox: meeting events are written to the `outbox` table in the
+//! same transaction as the change they describe, so none is lost while the broker is
+//! down. A relay (another component) publishes unpublished rows to the
+//! `meeting.events` exchange and sets `published_at`.
+
+use crate::clock;
+use proto::ids::{EventId, MeetingId};
+use proto::meeting::{MeetingEvent, MeetingEventBody};
+use sqlx::{Any, Transaction};
+
+/// A new event about `meeting`, happening now.
+pub fn event(meeting: MeetingId, body: MeetingEventBody) -> MeetingEvent {
+    MeetingEvent {
+        event_id: EventId::new(),
+        occurred_at_ms: clock::now_ms(),
+        meeting_id: meeting,
+        body,
+    }
+}
+
+/// Add `event` to the outbox inside `tx`.
+pub async fn write(tx: &mut Transaction<'_, Any>, event: &MeetingEvent) -> Result<(), sqlx::Error> {
+    let payload = serde_json::to_string(event).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    sqlx::query("INSERT INTO outbox (id, type, payload, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(event.event_id.to_string())
+        .bind(event.body.type_name())
+        .bind(payload)
+        .bind(event.occurred_at_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
