@@ -331,6 +331,9 @@ impl SfuClient for HttpSfu {
 pub struct SseParser {
     buffer: Vec<u8>,
     data: String,
+    /// The `event:` name of the event being read; only unnamed (`message`) events
+    /// carry an [`SfuEvent`] (the SFU names others, such as `lagged`).
+    name: Option<String>,
 }
 
 /// Longest line kept; a longer one is dropped (nothing from the network may make us
@@ -346,13 +349,23 @@ impl SseParser {
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
+                let name = self.name.take();
                 if !self.data.is_empty() {
-                    match serde_json::from_str::<SfuEvent>(&self.data) {
-                        Ok(event) => out.push(event),
-                        Err(err) => tracing::warn!(%err, "unknown event from the sfu"),
+                    match name.as_deref() {
+                        None | Some("message") => {
+                            match serde_json::from_str::<SfuEvent>(&self.data) {
+                                Ok(event) => out.push(event),
+                                Err(err) => tracing::warn!(%err, "unknown event from the sfu"),
+                            }
+                        }
+                        Some(other) => {
+                            tracing::warn!(event = other, data = %self.data, "sfu event stream notice")
+                        }
                     }
                     self.data.clear();
                 }
+            } else if let Some(name) = line.strip_prefix("event:") {
+                self.name = Some(name.trim().chars().take(64).collect());
             } else if let Some(data) = line.strip_prefix("data:") {
                 if !self.data.is_empty() {
                     self.data.push('\n');
@@ -378,7 +391,9 @@ mod tests {
     fn server_sent_events_are_parsed_across_chunks() {
         let mut parser = SseParser::default();
         let event = r#"{"type":"connected","room":"r1","participant_id":"0190a1b2-0000-7000-8000-000000000001"}"#;
-        let text = format!(": keep-alive\n\ndata: {event}\n\ndata: not json\n\n");
+        let text = format!(
+            ": keep-alive\n\ndata: {event}\n\ndata: not json\n\nevent: lagged\ndata: 5\n\n"
+        );
         let (a, b) = text.as_bytes().split_at(30);
         let mut events = parser.feed(a);
         events.extend(parser.feed(b));

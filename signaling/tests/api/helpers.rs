@@ -291,6 +291,8 @@ pub struct AppOptions {
     pub grace: Duration,
     pub db: Option<(Db, BackendConfig)>,
     pub sfu: Option<Arc<FakeSfu>>,
+    /// A real SFU node's control URL and token, instead of the fake.
+    pub real_sfu: Option<(String, String)>,
 }
 
 impl Default for AppOptions {
@@ -301,6 +303,7 @@ impl Default for AppOptions {
             grace: Duration::from_secs(20),
             db: None,
             sfu: None,
+            real_sfu: None,
         }
     }
 }
@@ -325,9 +328,18 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         config.redis_prefix = prefix;
     }
     let sfu = options.sfu.unwrap_or_else(FakeSfu::new);
+    let real = options.real_sfu.is_some();
+    if let Some((url, token)) = options.real_sfu {
+        config.sfu_urls = vec![url];
+        config.sfu_token = Some(Secret::new(token));
+    }
     let shutdown = CancellationToken::new();
     let parts = signaling::Parts {
-        sfu: Some(sfu.clone()),
+        sfu: if real {
+            None
+        } else {
+            Some(sfu.clone() as Arc<dyn SfuClient>)
+        },
         verifier: Some(verifier()),
         session: Some(SessionOptions {
             join_timeout: Duration::from_secs(5),

@@ -3,5 +3,6 @@
 
 mod helpers;
 mod meetings;
+mod real_sfu;
 mod room_store;
 mod rtc;
