@@ -94,7 +94,12 @@ export class MeetingClient extends EventTarget {
     this.onOnline = () => {
       if (this.state === 'reconnecting') this.scheduleReconnect(0);
     };
+    // The browser knows the network went away before any socket notices.
+    this.onOffline = () => {
+      if (this.state === 'joined' || this.state === 'waiting') this.beginReconnect('offline');
+    };
     window.addEventListener('online', this.onOnline);
+    window.addEventListener('offline', this.onOffline);
   }
 
   // --- events -------------------------------------------------------------------
@@ -227,8 +232,9 @@ export class MeetingClient extends EventTarget {
     this.pingTimer = setInterval(() => {
       if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
       if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) {
-        // The server went quiet: treat the socket as dead.
-        this.ws.close(4000, 'no answer to ping');
+        // The server went quiet: treat the socket as dead now, without waiting
+        // for a close handshake that a dead peer will never finish.
+        this.beginReconnect('no answer to ping');
         return;
       }
       this.send({ type: 'ping' });
@@ -289,6 +295,11 @@ export class MeetingClient extends EventTarget {
 
   async tryReconnect() {
     if (this.state !== 'reconnecting') return;
+    if (navigator.onLine === false) {
+      // Wait for the `online` event (or the next attempt) rather than fail fast.
+      this.scheduleReconnect();
+      return;
+    }
     if (Date.now() - this.reconnectStarted > RECONNECT_GIVE_UP_MS) {
       this.fail(new ApiError('network', 'Could not reconnect to the meeting.'));
       return;
@@ -320,6 +331,7 @@ export class MeetingClient extends EventTarget {
     } catch {
       return;
     }
+    if (message.type !== 'pong') this.emit('debug', { text: `<- ${message.type}${message.seq != null ? ` seq ${message.seq}` : ''}` });
     if (typeof message.seq === 'number' && message.type !== 'joined') {
       if (this.seq && message.seq > this.seq + 1 && this.state === 'joined') {
         // We missed a room event: resume to get a fresh snapshot.
@@ -425,7 +437,17 @@ export class MeetingClient extends EventTarget {
 
   on_track_muted(m) {
     const p = this.participants.get(m.participant_id);
-    const t = p && p.tracks.get(m.track_id);
+    let t = p && p.tracks.get(m.track_id);
+    if (!t && p) {
+      // Not announced to us (yet), but the subscriber offer told us what it is.
+      const r = this.remoteTracks.get(m.track_id);
+      if (r) {
+        t = { track_id: r.track_id, participant_id: r.participant_id, kind: r.kind, source: r.source, layers: [], muted: false };
+        p.tracks.set(t.track_id, t);
+      } else {
+        this.emit('debug', { text: `track_muted for unknown track ${m.track_id}` });
+      }
+    }
     if (t) t.muted = m.muted;
     if (m.participant_id === this.participantId) {
       // The host muted us (or the server confirms our own mute).
@@ -600,11 +622,15 @@ export class MeetingClient extends EventTarget {
     if (this.state !== 'joined') return;
     for (const [source, enabled] of [['microphone', this.micEnabled], ['camera', this.cameraEnabled]]) {
       const id = this.ownTrackIds.get(source);
-      if (!id) continue;
+      if (!id) {
+        this.emit('debug', { text: `no track id yet for own ${source}; mute state sent once it is published` });
+        continue;
+      }
       const me = this.participants.get(this.participantId);
       const known = me && me.tracks.get(id);
       const serverMuted = known ? Boolean(known.muted) : false;
       if (serverMuted !== !enabled) {
+        this.emit('debug', { text: `mute ${source} ${id} ${!enabled}` });
         this.send({ type: 'mute', track_id: id, muted: !enabled });
         if (known) known.muted = !enabled;
       }
@@ -754,6 +780,7 @@ export class MeetingClient extends EventTarget {
   end(state, detail) {
     clearTimeout(this.reconnectTimer);
     window.removeEventListener('online', this.onOnline);
+    window.removeEventListener('offline', this.onOffline);
     // Give the leave message a moment to go out before the socket closes.
     const ws = this.ws;
     this.ws = null;

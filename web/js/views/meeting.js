@@ -68,8 +68,19 @@ function renderRoom(root, code, joined, { onExit }) {
       || tokenSaysHost(joinInfo.room_token),
     renewToken: () => joinMeeting(code, displayName),
   });
-  // A handle for debugging and the end-to-end tests.
-  window.meetease = { client };
+  // A handle for debugging and the end-to-end tests, with a short log of what happened.
+  const log = [];
+  window.meetease = { client, log };
+  const note = (text) => {
+    log.push(`${new Date().toISOString().slice(11, 23)} ${text}`);
+    if (log.length > 200) log.shift();
+  };
+  for (const type of ['state', 'error', 'track', 'track-ended', 'mute', 'layer', 'debug']) {
+    client.addEventListener(type, (event) => {
+      const d = event.detail || {};
+      note(`${type} ${JSON.stringify({ ...d, track: undefined, receiver: undefined })}`);
+    });
+  }
 
   document.body.classList.add('in-meeting');
   window.dispatchEvent(new Event('meetease:topbar'));

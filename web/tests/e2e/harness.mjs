@@ -233,3 +233,16 @@ async function startMockPlatform() {
     },
   };
 }
+
+/** After a failure: print a page's errors and its meeting client's log. */
+export async function dumpPage(person) {
+  const failed = process.exitCode || person.errors.length;
+  if (!failed && process.env.E2E_VERBOSE !== '1') return;
+  let log = [];
+  try {
+    log = await person.page.evaluate(() => (window.meetease ? window.meetease.log : []));
+  } catch {
+    // The page is gone.
+  }
+  console.log(`--- ${person.page.url()}\n${person.errors.join('\n')}\n${log.join('\n')}`);
+}

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
-  expectVideoPlaying, launchBrowser, newPerson, screenshot, signUp, startPlatform, tileOf, uniqueEmail,
+  dumpPage, expectVideoPlaying, launchBrowser, newPerson, screenshot, signUp, startPlatform, tileOf, uniqueEmail,
 } from './harness.mjs';
 
 describe('a two-person meeting', () => {
@@ -23,7 +23,7 @@ describe('a two-person meeting', () => {
 
   after(async (t) => {
     for (const person of [ada, bob]) {
-      if (person && person.errors.length) console.log(`page errors: ${person.errors.join('\n')}`);
+      if (person) await dumpPage(person);
     }
     if (browser) await browser.close();
     if (platform) await platform.stop();
@@ -93,6 +93,21 @@ describe('a two-person meeting', () => {
     await tile.getByText('AL', { exact: true }).waitFor({ state: 'visible' });
     await ada.page.getByRole('button', { name: 'Camera', exact: true }).click();
     await expectVideoPlaying(bob.page, 'Ada Lovelace');
+  });
+
+  test('after a network blip the page says Reconnecting… and gets back in by itself', async () => {
+    const before = await ada.page.evaluate(() => window.meetease.client.participantId);
+    // Ada's network goes away for two seconds.
+    await ada.context.setOffline(true);
+    await ada.page.getByRole('alert').filter({ hasText: 'Reconnecting…' }).waitFor();
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await ada.context.setOffline(false);
+    await ada.page.getByRole('alert').filter({ hasText: 'Reconnecting…' }).waitFor({ state: 'hidden', timeout: 30_000 });
+    const after = await ada.page.evaluate(() => window.meetease.client.participantId);
+    assert.equal(after, before, 'the resume token kept the same participant');
+    await expectVideoPlaying(ada.page, 'Bob Kahn');
+    await expectVideoPlaying(bob.page, 'Ada Lovelace');
+    assert.equal(await tileOf(bob.page, 'Ada Lovelace').count(), 1, 'Bob sees Ada once');
   });
 
   test('leaving removes the tile from the other page', async () => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
-  eventually, expectVideoPlaying, launchBrowser, newPerson, signUp, startPlatform, tileOf, uniqueEmail,
+  dumpPage, eventually, expectVideoPlaying, launchBrowser, newPerson, signUp, startPlatform, tileOf, uniqueEmail,
 } from './harness.mjs';
 
 /** The frame height the viewer decodes, per remote participant name. */
@@ -32,13 +32,13 @@ describe('simulcast', () => {
 
   after(async () => {
     for (const [name, person] of Object.entries(people)) {
-      if (person.errors.length) console.log(`${name} page errors: ${person.errors.join('\n')}`);
+      await dumpPage(person);
     }
     if (browser) await browser.close();
     if (platform) await platform.stop();
   });
 
-  test('a small tile receives a lower layer than a large one, and the layers follow the sizes', async () => {
+  test('a small tile receives a lower layer than a large one, and the layers follow the sizes', async (t) => {
     const { Ada: ada, Bob: bob, Cleo: cleo } = people;
     await signUp(ada.page, { name: 'Ada', email: uniqueEmail('ada') });
     await ada.page.getByRole('button', { name: 'New meeting', exact: true }).click();
@@ -62,13 +62,15 @@ describe('simulcast', () => {
       const h = await heightsByName(cleo.page);
       return h.Ada && h.Bob && h.Bob.frameHeight > 0 && h.Bob.frameHeight <= 240 && h.Ada.frameHeight > h.Bob.frameHeight ? h : false;
     }, { timeout: 45_000, message: 'Ada (large) to arrive in a higher layer than Bob (small)' });
+    t.diagnostic(`Ada pinned: ${JSON.stringify(pinnedAda)}`);
     assert.ok(pinnedAda.Ada.drawn > pinnedAda.Bob.drawn * 2, JSON.stringify(pinnedAda));
 
     // Pin Bob instead: the tiles swap sizes and the layers follow.
     await tileOf(cleo.page, 'Bob').getByRole('button', { name: 'Pin Bob' }).click();
-    await eventually(async () => {
+    const pinnedBob = await eventually(async () => {
       const h = await heightsByName(cleo.page);
       return h.Ada && h.Bob && h.Ada.frameHeight > 0 && h.Ada.frameHeight <= 240 && h.Bob.frameHeight > h.Ada.frameHeight ? h : false;
     }, { timeout: 45_000, message: 'Bob (now large) to arrive in a higher layer than Ada (now small)' });
+    t.diagnostic(`Bob pinned: ${JSON.stringify(pinnedBob)}`);
   });
 });
