@@ -1,0 +1,460 @@
+//! `loadtest`: measure what one MeetEase SFU carries.
+//!
+//! Starts the SFU as its own process on loopback, joins synthetic participants
+//! through its control API and real WebRTC (ICE, DTLS, SRTP) from one lean
+//! process, runs for a bounded time, and reports: join time, end-to-end latency
+//! through the SFU, loss, freezes, bitrate and layer received, the SFU's CPU
+//! seconds and memory from `/proc`, and forwarded packets per SFU CPU-second.
+//! Exits non-zero when a target given on the command line is missed.
+//!
+//! ```sh
+//! cargo run --release -p loadtest -- --rooms 1 --publishers 1 --subscribers 50 --video --simulcast --duration 20
+//! ```
+
+mod impair;
+mod node;
+mod peer;
+mod report;
+mod stats;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use impair::{Impairment, ImpairmentConfig};
+use node::{ControlClient, SfuProcess};
+use peer::{Control, LiveCounters, Participant, Publish};
+use proto::ids::ParticipantId;
+use proto::media::RoomId;
+use proto::sfu::{CreateSession, SfuEvent};
+use report::{RunResult, Scenario};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Longest run the harness agrees to, whatever it is asked.
+const MAX_DURATION: Duration = Duration::from_secs(600);
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadtest", version, about = "MeetEase media load test")]
+struct Cli {
+    /// Rooms to fill.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Participants per room that publish (and receive everyone else).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Participants per room that only receive.
+    #[arg(long, default_value_t = 4)]
+    subscribers: usize,
+    /// Publishers send video (VP8-shaped) as well as audio.
+    #[arg(long)]
+    video: bool,
+    /// Video is sent as three simulcast layers (q, h, f).
+    #[arg(long)]
+    simulcast: bool,
+    /// Top-layer video bitrate, kbit/s.
+    #[arg(long, default_value_t = 1200)]
+    video_kbps: u64,
+    /// Seconds measured after everyone joined (and a warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Participants joining per second.
+    #[arg(long, default_value_t = 50.0)]
+    join_rate: f64,
+    /// Packet loss applied to what participants receive, percent.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Added one-way delay, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Added jitter, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Receive bandwidth cap per participant connection, kbit/s.
+    #[arg(long)]
+    bandwidth_kbps: Option<u64>,
+    /// The `meetease-sfu` binary to start (default: next to this one).
+    #[arg(long)]
+    sfu_bin: Option<PathBuf>,
+    /// Where to write `result.json` and `report.md`.
+    #[arg(long, default_value = "target/loadtest")]
+    out: PathBuf,
+    /// Fail when receiver loss exceeds this, percent.
+    #[arg(long)]
+    max_loss: Option<f64>,
+    /// Fail when p99 end-to-end latency exceeds this, milliseconds.
+    #[arg(long)]
+    max_p99_ms: Option<f64>,
+    /// Fail when forwarded packets per SFU CPU-second fall below this.
+    #[arg(long)]
+    min_pps_per_cpu: Option<f64>,
+    /// Raise subscribers per room (x1.5 a step) until a target breaks; report the last load that held.
+    #[arg(long)]
+    ramp: bool,
+    /// With --ramp: the most subscribers per room to try.
+    #[arg(long, default_value_t = 2000)]
+    ramp_max: usize,
+    /// A name for this scenario in the report.
+    #[arg(long, default_value = "scenario")]
+    name: String,
+    /// No progress bar (CI logs).
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn sfu_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &cli.sfu_bin {
+        return Ok(path.clone());
+    }
+    let me = std::env::current_exe()?;
+    let candidate = me.with_file_name("meetease-sfu");
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    bail!(
+        "no meetease-sfu next to {} (build it with `cargo build -p sfu`, or pass --sfu-bin)",
+        me.display()
+    )
+}
+
+fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
+    Scenario {
+        name: cli.name.clone(),
+        rooms: cli.rooms,
+        publishers: cli.publishers,
+        subscribers,
+        video: cli.video,
+        simulcast: cli.simulcast,
+        video_kbps: cli.video_kbps,
+        duration_s: cli.duration.min(MAX_DURATION.as_secs()),
+        loss_percent: cli.loss,
+        delay_ms: cli.delay_ms,
+        jitter_ms: cli.jitter_ms,
+        bandwidth_kbps: cli.bandwidth_kbps,
+    }
+}
+
+/// Run one scenario against a fresh SFU process.
+async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
+    let sfu = SfuProcess::spawn(&sfu_binary(cli)?)?;
+    if !sfu.http.ip().is_loopback() {
+        bail!("refusing to load a non-loopback SFU at {}", sfu.http);
+    }
+    let control = ControlClient::new(sfu.url(""), sfu.token.clone());
+    let epoch = Instant::now();
+    let stop = CancellationToken::new();
+    let live = Arc::new(LiveCounters::default());
+    let wire_ids = Arc::new(AtomicU64::new(1));
+    let rss_before = sfu.rss_bytes();
+
+    // SFU events → the participant that must answer a new subscriber offer.
+    let routes: Arc<Mutex<HashMap<ParticipantId, mpsc::UnboundedSender<Control>>>> = Arc::default();
+    {
+        let routes = routes.clone();
+        let control = control.clone();
+        tokio::spawn(async move {
+            let _ = control
+                .follow_events(move |event| {
+                    if let SfuEvent::SubscriberOffer {
+                        participant_id,
+                        offer,
+                        ..
+                    } = event
+                        && let Some(tx) = routes
+                            .lock()
+                            .ok()
+                            .and_then(|r| r.get(&participant_id).cloned())
+                    {
+                        let _ = tx.send(Control::SubscriberOffer(offer.sdp));
+                    }
+                })
+                .await;
+        });
+    }
+    // Participants' answers → the SFU.
+    let (answer_tx, mut answer_rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let ids: Arc<Mutex<Vec<ParticipantId>>> = Arc::default();
+    {
+        let control = control.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            while let Some((index, sdp)) = answer_rx.recv().await {
+                let id = ids.lock().ok().and_then(|ids| ids.get(index).copied());
+                if let Some(id) = id {
+                    let _ = control.subscriber_answer(id, sdp).await;
+                }
+            }
+        });
+    }
+
+    let total = scenario.rooms * (scenario.publishers + scenario.subscribers);
+    let progress = (!cli.quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix("joining");
+        bar
+    });
+    let impairment = ImpairmentConfig {
+        loss: scenario.loss_percent / 100.0,
+        delay: Duration::from_millis(scenario.delay_ms),
+        jitter: Duration::from_millis(scenario.jitter_ms),
+        bandwidth_bps: scenario.bandwidth_kbps.map(|k| k * 1000),
+    };
+    let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
+    let mut tasks = Vec::new();
+    let mut index = 0;
+    for room in 0..scenario.rooms {
+        let room_id = RoomId::parse(format!("load-{room}")).context("room id")?;
+        for seat in 0..(scenario.publishers + scenario.subscribers) {
+            let publishing = seat < scenario.publishers;
+            let publish = Publish {
+                audio: publishing,
+                video: publishing && scenario.video,
+                simulcast: scenario.simulcast,
+                video_bps: scenario.video_kbps * 1000,
+            };
+            let mut participant = Participant::new(
+                index,
+                publish,
+                epoch,
+                Impairment::new(impairment, 0x9e37_79b9 ^ index as u64),
+                live.clone(),
+            )
+            .await?;
+            let (offer, tracks) = participant.publisher_offer();
+            let id = ParticipantId::new();
+            let (tx, rx) = mpsc::unbounded_channel();
+            routes
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(id, tx);
+            ids.lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .push(id);
+            let created = control
+                .create_session(&CreateSession {
+                    room: room_id.clone(),
+                    participant: id,
+                    publisher_offer: offer,
+                    tracks,
+                    auto_subscribe: true,
+                })
+                .await?;
+            participant.accept_publisher_answer(&created.publisher_answer)?;
+            let answer = participant.answer_subscriber_offer(&created.subscriber_offer.sdp)?;
+            if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {
+                bail!("the SFU offered a non-loopback media address {bad}; refusing to send there");
+            }
+            control.subscriber_answer(id, answer).await?;
+            let stop = stop.clone();
+            let answers = answer_tx.clone();
+            let wire_ids = wire_ids.clone();
+            tasks.push(tokio::spawn(participant.run(rx, answers, wire_ids, stop)));
+            index += 1;
+            if let Some(bar) = &progress {
+                bar.inc(1);
+            }
+            tokio::time::sleep(join_gap).await;
+            // Publishers must be connected before receivers join, so their
+            // tracks are in the receivers' first offer: give the first ones time.
+            if publishing && seat + 1 == scenario.publishers {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    let rss_joined = sfu.rss_bytes();
+
+    // Warm-up, then the measured window.
+    tokio::time::sleep(Duration::from_secs(cli.warmup)).await;
+    let (cpu0, worker0) = sfu.cpu_seconds();
+    let forwarded0 = control
+        .metric("meetease_sfu_rtp_forwarded_total")
+        .await
+        .unwrap_or(0.0);
+    let received0 = live.received.load(Ordering::Relaxed);
+    // Receivers forget the warm-up: loss and latency describe the window only.
+    if let Ok(routes) = routes.lock() {
+        for tx in routes.values() {
+            let _ = tx.send(Control::ResetStats);
+        }
+    }
+    let window_start = Instant::now();
+    let mut timeline = Vec::new();
+    if let Some(bar) = &progress {
+        bar.set_prefix("running");
+        bar.set_length(scenario.duration_s);
+        bar.set_position(0);
+    }
+    let mut last = (window_start, cpu0, forwarded0);
+    for second in 0..scenario.duration_s {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        let (cpu, _) = sfu.cpu_seconds();
+        let forwarded = control
+            .metric("meetease_sfu_rtp_forwarded_total")
+            .await
+            .unwrap_or(last.2);
+        let dt = now.saturating_duration_since(last.0).as_secs_f64();
+        timeline.push(report::Sample {
+            t_s: (second + 1) as f64,
+            forwarded_pps: (forwarded - last.2) / dt,
+            sfu_cpu_percent: (cpu - last.1) / dt * 100.0,
+            received_pps: 0.0,
+        });
+        last = (now, cpu, forwarded);
+        if let Some(bar) = &progress {
+            bar.set_position(second + 1);
+            bar.set_message(format!(
+                "{:.0} pkt/s forwarded",
+                timeline.last().map_or(0.0, |s| s.forwarded_pps)
+            ));
+        }
+    }
+    let window = window_start.elapsed();
+    let (cpu1, worker1) = sfu.cpu_seconds();
+    let forwarded1 = control
+        .metric("meetease_sfu_rtp_forwarded_total")
+        .await
+        .unwrap_or(forwarded0);
+    let received1 = live.received.load(Ordering::Relaxed);
+    let rss_end = sfu.rss_bytes();
+    let keyframes = control
+        .metric("meetease_sfu_keyframe_requests_total")
+        .await
+        .unwrap_or(0.0);
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    stop.cancel();
+    let mut participants = Vec::new();
+    for task in tasks {
+        if let Ok(report) = task.await {
+            participants.push(report);
+        }
+    }
+    drop(sfu);
+    Ok(report::summarise(
+        scenario.clone(),
+        participants,
+        report::Measured {
+            window,
+            sfu_cpu_s: cpu1 - cpu0,
+            worker_cpu_s: worker1 - worker0,
+            forwarded: forwarded1 - forwarded0,
+            received: received1 - received0,
+            rss_before,
+            rss_joined,
+            rss_end,
+            keyframe_requests: keyframes,
+            timeline,
+        },
+    ))
+}
+
+fn targets_met(cli: &Cli, result: &RunResult) -> Vec<String> {
+    let mut missed = Vec::new();
+    if let Some(max) = cli.max_loss
+        && result.loss_percent > max
+    {
+        missed.push(format!("loss {:.3}% > {max}%", result.loss_percent));
+    }
+    if let Some(max) = cli.max_p99_ms
+        && result.latency.p99_ms > max
+    {
+        missed.push(format!(
+            "p99 latency {:.2} ms > {max} ms",
+            result.latency.p99_ms
+        ));
+    }
+    if let Some(min) = cli.min_pps_per_cpu
+        && result.forwarded_per_cpu_second < min
+    {
+        missed.push(format!(
+            "{:.0} forwarded pkt per SFU CPU-s < {min}",
+            result.forwarded_per_cpu_second
+        ));
+    }
+    if result.received_packets == 0 {
+        missed.push("no media arrived".to_owned());
+    }
+    missed
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(err) => {
+            eprintln!("loadtest: error: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    // The harness bounds itself: a run that overstays is ended, whatever happens inside.
+    let budget = Duration::from_secs(cli.duration.min(MAX_DURATION.as_secs()) + cli.warmup + 120);
+    std::fs::create_dir_all(&cli.out)
+        .with_context(|| format!("cannot create {}", cli.out.display()))?;
+    if !cli.ramp {
+        let scenario = scenario(&cli, cli.subscribers);
+        let result = tokio::time::timeout(budget, run_once(&cli, &scenario))
+            .await
+            .context("the run exceeded its time budget")??;
+        let missed = targets_met(&cli, &result);
+        report::write(&cli.out, std::slice::from_ref(&result), &missed)?;
+        println!("{}", report::one_line(&result));
+        for m in &missed {
+            println!("target missed: {m}");
+        }
+        return Ok(missed.is_empty());
+    }
+    let mut results = Vec::new();
+    let mut subscribers = cli.subscribers.max(1);
+    let mut last_good = None;
+    loop {
+        let scenario = scenario(&cli, subscribers);
+        let result = tokio::time::timeout(budget, run_once(&cli, &scenario))
+            .await
+            .context("a ramp step exceeded its time budget")??;
+        let missed = targets_met(&cli, &result);
+        println!(
+            "{}{}",
+            report::one_line(&result),
+            if missed.is_empty() {
+                ""
+            } else {
+                "  ← target missed"
+            }
+        );
+        results.push(result);
+        if !missed.is_empty() {
+            report::write(&cli.out, &results, &missed)?;
+            println!(
+                "last load that held: {}",
+                last_good.map_or("none".to_owned(), |s: usize| format!(
+                    "{s} subscribers per room"
+                ))
+            );
+            return Ok(last_good.is_some());
+        }
+        last_good = Some(subscribers);
+        if subscribers >= cli.ramp_max {
+            report::write(&cli.out, &results, &[])?;
+            println!("ramp reached --ramp-max ({subscribers}) with every target held");
+            return Ok(true);
+        }
+        subscribers = ((subscribers as f64 * 1.5).ceil() as usize).min(cli.ramp_max);
+    }
+}

@@ -1,0 +1,233 @@
+//! The SFU under test: started as its own process (so its CPU and memory can
+//! be read from `/proc`), driven through its control API, stopped by PID.
+
+use anyhow::{Context, bail};
+use proto::sfu::{CreateSession, SessionCreated, SfuEvent, SubscriberAnswer};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running SFU process. Killed (by its PID, nothing else) on drop.
+pub struct SfuProcess {
+    child: Child,
+    pub http: SocketAddr,
+    pub token: String,
+    clock_ticks: f64,
+}
+
+impl SfuProcess {
+    /// Start `binary` (the `meetease-sfu` executable) on loopback, every port free.
+    pub fn spawn(binary: &Path) -> anyhow::Result<SfuProcess> {
+        use rand::Rng;
+        use rand::distr::Alphanumeric;
+        let token: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        let mut child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", "0", "--udp-port", "0"])
+            .env("SFU_CONTROL_TOKEN", &token)
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("AMQP_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = loop {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the SFU did not start within 30 s");
+            }
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("sfu listening on http://") {
+                        break addr.trim().parse()?;
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    bail!("the SFU exited before listening");
+                }
+            }
+        };
+        // Keep draining stdout so the SFU never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let clock_ticks = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        Ok(SfuProcess {
+            child,
+            http,
+            token,
+            clock_ticks,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU seconds used so far by the whole process and by its media worker thread.
+    pub fn cpu_seconds(&self) -> (f64, f64) {
+        let pid = self.pid();
+        let process =
+            read_stat_ticks(&format!("/proc/{pid}/stat")).unwrap_or(0) as f64 / self.clock_ticks;
+        let mut worker = 0.0;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let path = task.path();
+                let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                if comm.trim() == "sfu-worker" {
+                    worker += read_stat_ticks(&path.join("stat").to_string_lossy()).unwrap_or(0)
+                        as f64
+                        / self.clock_ticks;
+                }
+            }
+        }
+        (process, worker)
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+impl Drop for SfuProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime (clock ticks) from a `/proc/.../stat` line.
+fn read_stat_ticks(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may contain spaces: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(3) ... utime is field 14, stime 15 overall → 11, 12 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A control-API client for one SFU.
+#[derive(Clone)]
+pub struct ControlClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ControlClient {
+    pub fn new(base: String, token: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base,
+            token,
+        }
+    }
+
+    pub async fn create_session(&self, request: &CreateSession) -> anyhow::Result<SessionCreated> {
+        let response = self
+            .http
+            .post(format!("{}/v1/sessions", self.base))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "create session: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(response.json().await?)
+    }
+
+    pub async fn subscriber_answer(
+        &self,
+        participant: proto::ids::ParticipantId,
+        sdp: String,
+    ) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/sessions/{participant}/subscriber/answer",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .json(&SubscriberAnswer { sdp })
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("subscriber answer: {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// The SFU's Prometheus counter `name`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Follow the SFU's event stream, calling `on_event` for each event.
+    pub async fn follow_events(&self, mut on_event: impl FnMut(SfuEvent)) -> anyhow::Result<()> {
+        let mut response = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let mut buffer = String::new();
+        while let Some(chunk) = response.chunk().await? {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let message: String = buffer.drain(..end + 2).collect();
+                for line in message.lines() {
+                    if let Some(data) = line.strip_prefix("data:")
+                        && let Ok(event) = serde_json::from_str::<SfuEvent>(data.trim())
+                    {
+                        on_event(event);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

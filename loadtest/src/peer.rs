@@ -1,0 +1,542 @@
+//! Synthetic participants: str0m clients that publish realistic RTP (with a
+//! send timestamp and sequence in every payload, keyframes on request, NACKs
+//! answered from str0m's packet cache) and receive without decoding.
+//!
+//! Each participant is one task owning its two `Rtc`s (publisher and
+//! subscriber, like the web client) and their two UDP sockets on 127.0.0.1.
+
+use crate::impair::Impairment;
+use crate::stats::{ParticipantReport, TrackRx};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Marks a synthetic payload: `b"ME"`.
+pub const MAGIC: [u8; 2] = *b"ME";
+
+/// What one participant publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    pub audio: bool,
+    pub video: bool,
+    pub simulcast: bool,
+    /// Video bitrate of the top layer, bits per second.
+    pub video_bps: u64,
+}
+
+/// One simulcast layer the synthetic encoder produces.
+#[derive(Debug, Clone, Copy)]
+struct LayerSpec {
+    rid: Option<&'static str>,
+    /// Packets per second and bytes per packet for this layer.
+    pps: f64,
+    size: usize,
+}
+
+fn video_layers(publish: Publish) -> Vec<LayerSpec> {
+    // Realistic packet sizes: full MTU-ish packets for the top layer, smaller
+    // frames for lower ones; 30 fps.
+    let top = publish.video_bps as f64;
+    let layer = |rid, bps: f64, size: usize| LayerSpec {
+        rid,
+        pps: (bps / 8.0 / size as f64).max(30.0),
+        size,
+    };
+    if publish.simulcast {
+        vec![
+            layer(Some("q"), top / 10.0, 600),
+            layer(Some("h"), top / 3.3, 1000),
+            layer(Some("f"), top, 1150),
+        ]
+    } else {
+        vec![layer(None, top, 1150)]
+    }
+}
+
+struct OutTrack {
+    mid: Mid,
+    rid: Option<Rid>,
+    pt: Pt,
+    kind: MediaKind,
+    /// Global id of this publisher track+layer, carried in the payload.
+    wire_id: u32,
+    interval: Duration,
+    size: usize,
+    next_send: Instant,
+    seq: u64,
+    /// Packets into the current frame; a frame is ~ pps/30 packets.
+    packets_per_frame: u32,
+    in_frame: u32,
+    frame: u32,
+    keyframe_wanted: bool,
+}
+
+/// Counters the orchestrator reads while the test runs.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+/// Messages from the orchestrator to a participant task.
+#[derive(Debug)]
+pub enum Control {
+    /// The SFU offers a new subscriber description: answer it.
+    SubscriberOffer(String),
+    /// Forget what was received so far (the warm-up is over).
+    ResetStats,
+}
+
+pub struct Participant {
+    pub index: usize,
+    pub publisher: Rtc,
+    pub subscriber: Rtc,
+    pub_socket: UdpSocket,
+    sub_socket: UdpSocket,
+    pub pub_addr: SocketAddr,
+    pub sub_addr: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    publish: Publish,
+    mids: Vec<(Mid, MediaKind)>,
+    out: Vec<OutTrack>,
+    rx: HashMap<(u32, u8), TrackRx>,
+    epoch: Instant,
+    impairment: Impairment,
+    joined_at: Instant,
+    first_media_at: Option<Instant>,
+    live: Arc<LiveCounters>,
+    pub sfu_addrs: Vec<SocketAddr>,
+}
+
+impl Participant {
+    pub async fn new(
+        index: usize,
+        publish: Publish,
+        epoch: Instant,
+        impairment: Impairment,
+        live: Arc<LiveCounters>,
+    ) -> anyhow::Result<Participant> {
+        let pub_socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let sub_socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let pub_addr = pub_socket.local_addr()?;
+        let sub_addr = sub_socket.local_addr()?;
+        let now = Instant::now();
+        let build = |addr| {
+            let mut rtc = Rtc::builder()
+                .set_rtp_mode(true)
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_vp8(true)
+                .set_send_buffer_video(2000)
+                .build(now);
+            if let Ok(candidate) = Candidate::host(addr, "udp") {
+                rtc.add_local_candidate(candidate);
+            }
+            rtc
+        };
+        Ok(Participant {
+            index,
+            publisher: build(pub_addr),
+            subscriber: build(sub_addr),
+            pub_socket,
+            sub_socket,
+            pub_addr,
+            sub_addr,
+            pending: None,
+            publish,
+            mids: Vec::new(),
+            out: Vec::new(),
+            rx: HashMap::new(),
+            epoch,
+            impairment,
+            joined_at: now,
+            first_media_at: None,
+            live,
+            sfu_addrs: Vec::new(),
+        })
+    }
+
+    /// The publisher offer and the track declarations that go with it.
+    pub fn publisher_offer(&mut self) -> (String, Vec<proto::sfu::TrackDeclaration>) {
+        use proto::media::TrackSource;
+        let mut api = self.publisher.sdp_api();
+        let mut tracks = Vec::new();
+        if self.publish.audio {
+            let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            self.mids.push((mid, MediaKind::Audio));
+            tracks.push(proto::sfu::TrackDeclaration {
+                mid: mid.to_string(),
+                source: TrackSource::Microphone,
+            });
+        }
+        if self.publish.video {
+            let simulcast = self.publish.simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for rid in ["q", "h", "f"] {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+            self.mids.push((mid, MediaKind::Video));
+            tracks.push(proto::sfu::TrackDeclaration {
+                mid: mid.to_string(),
+                source: TrackSource::Camera,
+            });
+        }
+        api.add_channel("room".into());
+        let (offer, pending) = api.apply().expect("an offer with at least a data channel");
+        self.pending = Some(pending);
+        self.joined_at = Instant::now();
+        (offer.to_sdp_string(), tracks)
+    }
+
+    pub fn accept_publisher_answer(&mut self, sdp: &str) -> anyhow::Result<()> {
+        let answer = SdpAnswer::from_sdp_string(sdp)?;
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no pending offer"))?;
+        self.publisher.sdp_api().accept_answer(pending, answer)?;
+        self.sfu_addrs.extend(candidate_addrs(sdp));
+        Ok(())
+    }
+
+    pub fn answer_subscriber_offer(&mut self, sdp: &str) -> anyhow::Result<String> {
+        let offer = SdpOffer::from_sdp_string(sdp)?;
+        self.sfu_addrs.extend(candidate_addrs(sdp));
+        let answer = self.subscriber.sdp_api().accept_offer(offer)?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Publisher tracks are set up once the connection is up (payload types
+    /// are known only then).
+    fn setup_out_tracks(&mut self, now: Instant, next_wire_id: &AtomicU64) {
+        if !self.out.is_empty() || !self.publisher.is_connected() {
+            return;
+        }
+        let pt_of = |rtc: &Rtc, codec| {
+            rtc.codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+        };
+        for (mid, kind) in self.mids.clone() {
+            let (codec, layers) = match kind {
+                MediaKind::Audio => (
+                    Codec::Opus,
+                    vec![LayerSpec {
+                        rid: None,
+                        pps: 50.0,
+                        size: 100,
+                    }],
+                ),
+                MediaKind::Video => (Codec::Vp8, video_layers(self.publish)),
+            };
+            let Some(pt) = pt_of(&self.publisher, codec) else {
+                continue;
+            };
+            for layer in layers {
+                let packets_per_frame = ((layer.pps / 30.0).round() as u32).max(1);
+                self.out.push(OutTrack {
+                    mid,
+                    rid: layer.rid.map(Rid::from),
+                    pt,
+                    kind,
+                    wire_id: next_wire_id.fetch_add(1, Ordering::Relaxed) as u32,
+                    interval: Duration::from_secs_f64(1.0 / layer.pps),
+                    size: layer.size,
+                    next_send: now,
+                    seq: 0,
+                    packets_per_frame,
+                    in_frame: 0,
+                    frame: 0,
+                    keyframe_wanted: true,
+                });
+            }
+        }
+    }
+
+    /// Run until `stop`; then return what this participant measured.
+    pub async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        answers: mpsc::UnboundedSender<(usize, String)>,
+        next_wire_id: Arc<AtomicU64>,
+        stop: CancellationToken,
+    ) -> ParticipantReport {
+        let mut pub_buf = vec![0u8; 2048];
+        let mut sub_buf = vec![0u8; 2048];
+        let mut delayed: std::collections::VecDeque<(Instant, bool, Vec<u8>, SocketAddr)> =
+            Default::default();
+        loop {
+            let now = Instant::now();
+            self.setup_out_tracks(now, &next_wire_id);
+            let mut deadline = now + Duration::from_millis(50);
+            for t in &self.out {
+                deadline = deadline.min(t.next_send);
+            }
+            if let Some((at, ..)) = delayed.front() {
+                deadline = deadline.min(*at);
+            }
+            deadline = deadline
+                .min(self.drain(true, now))
+                .min(self.drain(false, now));
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                message = control.recv() => match message {
+                    Some(Control::SubscriberOffer(sdp)) => {
+                        if let Ok(answer) = self.answer_subscriber_offer(&sdp) {
+                            let _ = answers.send((self.index, answer));
+                        }
+                    }
+                    Some(Control::ResetStats) => self.rx.clear(),
+                    None => break,
+                },
+                received = self.pub_socket.recv_from(&mut pub_buf) => {
+                    if let Ok((len, source)) = received {
+                        let data = pub_buf[..len].to_vec();
+                        self.receive(true, source, data, &mut delayed);
+                    }
+                }
+                received = self.sub_socket.recv_from(&mut sub_buf) => {
+                    if let Ok((len, source)) = received {
+                        let data = sub_buf[..len].to_vec();
+                        self.receive(false, source, data, &mut delayed);
+                    }
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            }
+            let now = Instant::now();
+            while delayed.front().is_some_and(|(at, ..)| *at <= now) {
+                if let Some((_, publisher, data, source)) = delayed.pop_front() {
+                    self.feed(publisher, source, &data, now);
+                }
+            }
+            for publisher in [true, false] {
+                let rtc = if publisher {
+                    &mut self.publisher
+                } else {
+                    &mut self.subscriber
+                };
+                if rtc.is_alive() {
+                    let _ = rtc.handle_input(Input::Timeout(now));
+                }
+            }
+            self.send_media(now);
+        }
+        self.report()
+    }
+
+    /// Impairment applies on the way in: loss drops, delay and jitter queue.
+    fn receive(
+        &mut self,
+        publisher: bool,
+        source: SocketAddr,
+        data: Vec<u8>,
+        delayed: &mut std::collections::VecDeque<(Instant, bool, Vec<u8>, SocketAddr)>,
+    ) {
+        let now = Instant::now();
+        match self.impairment.admit(now, data.len()) {
+            None => {}
+            Some(at) if at <= now && delayed.is_empty() => {
+                self.feed(publisher, source, &data, now);
+            }
+            Some(at) => {
+                // Keep order: jitter never reorders past what is already queued.
+                let at = delayed.back().map_or(at, |(last, ..)| at.max(*last));
+                delayed.push_back((at, publisher, data, source));
+            }
+        }
+    }
+
+    fn feed(&mut self, publisher: bool, source: SocketAddr, data: &[u8], now: Instant) {
+        let (rtc, local) = if publisher {
+            (&mut self.publisher, self.pub_addr)
+        } else {
+            (&mut self.subscriber, self.sub_addr)
+        };
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: local,
+                contents,
+            },
+        );
+        if rtc.is_alive() && rtc.handle_input(input).is_ok() {
+            self.drain(publisher, now);
+        }
+    }
+
+    /// Poll one `Rtc` dry: transmit, record, and react (keyframes).
+    fn drain(&mut self, publisher: bool, now: Instant) -> Instant {
+        loop {
+            let rtc = if publisher {
+                &mut self.publisher
+            } else {
+                &mut self.subscriber
+            };
+            if !rtc.is_alive() {
+                return now + Duration::from_secs(1);
+            }
+            let output = match rtc.poll_output() {
+                Ok(output) => output,
+                Err(_) => return now + Duration::from_secs(1),
+            };
+            match output {
+                Output::Timeout(at) => return at,
+                Output::Transmit(t) => {
+                    let socket = if publisher {
+                        &self.pub_socket
+                    } else {
+                        &self.sub_socket
+                    };
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Event(Event::RtpPacket(packet)) if !publisher => self.record(packet, now),
+                Output::Event(Event::KeyframeRequest(request)) if publisher => {
+                    for t in &mut self.out {
+                        if t.mid == request.mid && (request.rid.is_none() || t.rid == request.rid) {
+                            t.keyframe_wanted = true;
+                        }
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    fn record(&mut self, packet: RtpPacket, now: Instant) {
+        let payload = &packet.payload;
+        // [vp8 descriptor][vp8 header] "ME" wire_id:u32 layer:u8 seq:u64 sent_us:u64
+        let Some(body) = payload.get(2..) else { return };
+        if body.len() < 23 || body[..2] != MAGIC {
+            return;
+        }
+        let wire_id = u32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+        let layer = body[6];
+        let seq = u64::from_be_bytes(body[7..15].try_into().unwrap_or_default());
+        let sent_us = u64::from_be_bytes(body[15..23].try_into().unwrap_or_default());
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        let latency_us = now_us.saturating_sub(sent_us);
+        if self.first_media_at.is_none() {
+            self.first_media_at = Some(now);
+        }
+        self.live.received.fetch_add(1, Ordering::Relaxed);
+        self.rx
+            .entry((wire_id, layer))
+            .or_default()
+            .record(seq, latency_us, now, payload.len());
+    }
+
+    fn send_media(&mut self, now: Instant) {
+        let epoch = self.epoch;
+        for i in 0..self.out.len() {
+            while self.out[i].next_send <= now {
+                let t = &mut self.out[i];
+                t.next_send += t.interval;
+                t.seq += 1;
+                let start_of_frame = t.in_frame == 0;
+                if start_of_frame {
+                    t.frame += 1;
+                }
+                let key = t.kind == MediaKind::Video
+                    && start_of_frame
+                    && (t.keyframe_wanted || t.frame % 90 == 1);
+                if key {
+                    t.keyframe_wanted = false;
+                }
+                let mut payload = Vec::with_capacity(t.size.max(25));
+                payload.push(if start_of_frame { 0x10 } else { 0x00 });
+                payload.push(if key { 0x00 } else { 0x01 });
+                payload.extend_from_slice(&MAGIC);
+                payload.extend_from_slice(&t.wire_id.to_be_bytes());
+                // Layer tag: the RID letter, '-' for single-layer video, 'a' for audio.
+                let tag = match (t.kind, t.rid) {
+                    (MediaKind::Audio, _) => b'a',
+                    (_, Some(rid)) => rid.as_bytes()[0],
+                    (_, None) => b'-',
+                };
+                payload.push(tag);
+                payload.extend_from_slice(&t.seq.to_be_bytes());
+                let sent_us = now.saturating_duration_since(epoch).as_micros() as u64;
+                payload.extend_from_slice(&sent_us.to_be_bytes());
+                payload.resize(t.size.max(payload.len()), 0x5a);
+                t.in_frame += 1;
+                let marker = t.in_frame >= t.packets_per_frame;
+                if marker {
+                    t.in_frame = 0;
+                }
+                let clock = if t.kind == MediaKind::Audio {
+                    48_000
+                } else {
+                    90_000
+                };
+                let rtp_time =
+                    (now.saturating_duration_since(epoch).as_secs_f64() * f64::from(clock)) as u32;
+                let (mid, rid, pt, seq) = (t.mid, t.rid, t.pt, t.seq);
+                let audio = t.kind == MediaKind::Audio;
+                let ext = ExtensionValues {
+                    audio_level: audio.then_some(-30),
+                    voice_activity: audio.then_some(true),
+                    ..Default::default()
+                };
+                if let Some(stream) = self.publisher.direct_api().stream_tx_by_mid(mid, rid) {
+                    stream.write_rtp(
+                        RtpWrite::new(pt, SeqNo::from(seq), rtp_time, now, payload)
+                            .marker(marker || audio)
+                            .nackable(!audio)
+                            .ext_vals(ext),
+                    );
+                    self.live.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                // str0m's rule: drain after every write.
+                self.drain(true, now);
+            }
+        }
+    }
+
+    fn report(self) -> ParticipantReport {
+        ParticipantReport {
+            index: self.index,
+            join_time: self
+                .first_media_at
+                .map(|t| t.saturating_duration_since(self.joined_at)),
+            tracks: self
+                .rx
+                .into_iter()
+                .map(|((_, layer), rx)| rx.finish(layer))
+                .collect(),
+        }
+    }
+}
+
+/// The `IP:port` of each host candidate in an SDP.
+pub fn candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|line| line.strip_prefix("a=candidate:"))
+        .filter_map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let ip = parts.get(4)?.parse().ok()?;
+            let port = parts.get(5)?.parse().ok()?;
+            Some(SocketAddr::new(ip, port))
+        })
+        .collect()
+}

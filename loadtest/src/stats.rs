@@ -1,0 +1,138 @@
+//! What subscribers measure: per received track and layer, packets, loss,
+//! latency (from the send timestamp in each payload), freezes and bitrate.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// A gap longer than this between video packets of a track counts as a freeze.
+pub const FREEZE_GAP: Duration = Duration::from_millis(300);
+
+pub fn latency_histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Receive state for one publisher track+layer at one subscriber.
+pub struct TrackRx {
+    seqs: BTreeSet<u64>,
+    latency: Histogram<u64>,
+    first_at: Instant,
+    last_at: Instant,
+    freezes: u32,
+    bytes: u64,
+}
+
+impl TrackRx {
+    pub fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            seqs: BTreeSet::new(),
+            latency: latency_histogram(),
+            first_at: now,
+            last_at: now,
+            freezes: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn record(&mut self, seq: u64, latency_us: u64, now: Instant, bytes: usize) {
+        if self.seqs.is_empty() {
+            self.first_at = now;
+        } else if now.saturating_duration_since(self.last_at) > FREEZE_GAP {
+            self.freezes += 1;
+        }
+        self.last_at = now;
+        self.seqs.insert(seq);
+        self.bytes += bytes as u64;
+        let _ = self.latency.record(latency_us.max(1));
+    }
+
+    /// Summarise. Loss counts the holes between the first and last sequence
+    /// number received (a layer switch starts a new stretch, never a hole).
+    pub fn finish(self, layer: u8) -> TrackReport {
+        let received = self.seqs.len() as u64;
+        let expected = match (self.seqs.first(), self.seqs.last()) {
+            (Some(first), Some(last)) => last - first + 1,
+            _ => 0,
+        };
+        TrackReport {
+            layer: layer as char,
+            received,
+            expected,
+            freezes: self.freezes,
+            bytes: self.bytes,
+            latency: self.latency,
+        }
+    }
+}
+
+impl Default for TrackRx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct TrackReport {
+    pub layer: char,
+    pub received: u64,
+    pub expected: u64,
+    pub freezes: u32,
+    pub bytes: u64,
+    pub latency: Histogram<u64>,
+}
+
+pub struct ParticipantReport {
+    pub index: usize,
+    /// Join (offer sent) to first media packet received.
+    pub join_time: Option<Duration>,
+    pub tracks: Vec<TrackReport>,
+}
+
+/// Percentiles of a histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub samples: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>, unit_us: bool) -> Self {
+        let scale = if unit_us { 1000.0 } else { 1.0 };
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50_ms: h.value_at_quantile(0.50) as f64 / scale,
+            p95_ms: h.value_at_quantile(0.95) as f64 / scale,
+            p99_ms: h.value_at_quantile(0.99) as f64 / scale,
+            max_ms: h.max() as f64 / scale,
+            samples: h.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counts_holes_and_freezes_count_long_gaps() {
+        let t0 = Instant::now();
+        let mut rx = TrackRx::new();
+        for (i, seq) in [1u64, 2, 3, 5, 6, 10].iter().enumerate() {
+            let at = t0 + Duration::from_millis(if i == 5 { 1000 } else { 10 * i as u64 });
+            rx.record(*seq, 500, at, 1000);
+        }
+        let report = rx.finish(b'f');
+        assert_eq!(report.received, 6);
+        assert_eq!(report.expected, 10);
+        assert_eq!(report.freezes, 1);
+        let p = Percentiles::of(&report.latency, true);
+        assert!((p.p50_ms - 0.5).abs() < 0.01);
+    }
+}

@@ -1,0 +1,126 @@
+//! The harness cannot rot: a few seconds with a handful of participants
+//! against a real SFU process, with and without injected loss.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn run(args: &[&str], out: &PathBuf) -> serde_json::Value {
+    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet")
+        .status()
+        .expect("loadtest runs");
+    assert!(status.success(), "loadtest exited with {status:?}");
+    let text = std::fs::read_to_string(out.join("result.json")).expect("result.json written");
+    assert!(out.join("report.md").is_file());
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meetease-loadtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn a_small_simulcast_room_forwards_media_and_reports_it() {
+    let out = out_dir("smoke");
+    let result = run(
+        &[
+            "--publishers",
+            "2",
+            "--subscribers",
+            "3",
+            "--video",
+            "--simulcast",
+            "--duration",
+            "3",
+            "--warmup",
+            "2",
+            "--max-loss",
+            "1",
+            "--max-p99-ms",
+            "200",
+        ],
+        &out,
+    );
+    let r = &result[0];
+    assert_eq!(r["participants"], 5);
+    assert!(r["forwarded_packets"].as_f64().unwrap() > 500.0, "{r}");
+    assert!(r["received_packets"].as_u64().unwrap() > 500, "{r}");
+    assert!(
+        r["sfu_cpu_seconds"].as_f64().unwrap() > 0.0,
+        "CPU read from /proc"
+    );
+    assert!(r["forwarded_per_cpu_second"].as_f64().unwrap() > 0.0);
+    // Every receiver got video (the low layer alone is ~30 packets a second).
+    for s in r["subscribers"].as_array().unwrap() {
+        assert!(s["received"].as_u64().unwrap() > 50, "{s}");
+        assert!(
+            !s["layers"].as_str().unwrap().is_empty(),
+            "simulcast layers are reported: {s}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn injected_loss_is_repaired_by_nack_and_retransmission() {
+    let out = out_dir("loss");
+    let result = run(
+        &[
+            "--publishers",
+            "1",
+            "--subscribers",
+            "2",
+            "--video",
+            "--duration",
+            "4",
+            "--warmup",
+            "2",
+            "--loss",
+            "5",
+        ],
+        &out,
+    );
+    let r = &result[0];
+    let loss = r["loss_percent"].as_f64().unwrap();
+    let audio_loss = r["audio_loss_percent"].as_f64().unwrap();
+    // 5% of datagrams are dropped on the way in. Audio is not retransmitted, so
+    // its loss shows the impairment is real; NACK/RTX must bring video back.
+    assert!(
+        audio_loss > 2.0,
+        "the impairment dropped audio too ({audio_loss}%)"
+    );
+    assert!(loss < 0.5, "video loss after repair was {loss}%");
+    assert!(r["received_packets"].as_u64().unwrap() > 300, "{r}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn a_missed_target_exits_non_zero() {
+    let out = out_dir("target");
+    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--publishers",
+            "1",
+            "--subscribers",
+            "1",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--quiet",
+        ])
+        .args(["--min-pps-per-cpu", "1e12"])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Targets missed"));
+    let _ = std::fs::remove_dir_all(out);
+}
