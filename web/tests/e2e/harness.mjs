@@ -62,6 +62,23 @@ export async function startPlatform({ env = {} } = {}) {
     if (!(v in env)) delete childEnv[v];
   }
   const child = spawn(bin, args, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  // However this test process ends (a crash, a signal, an interrupted run), the launcher goes too.
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  process.once('exit', killOnExit);
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      killOnExit();
+      process.exit(130);
+    });
+  }
   const log = [];
   const keep = (line) => {
     log.push(line);
