@@ -43,6 +43,8 @@ pub struct SessionOptions {
     pub rate_per_sec: f64,
     /// Messages a client may send in a burst.
     pub burst: f64,
+    /// How often every known SFU node's load is probed.
+    pub probe_interval: Duration,
 }
 
 impl Default for SessionOptions {
@@ -55,6 +57,7 @@ impl Default for SessionOptions {
             heartbeat_interval: Duration::from_secs(20),
             rate_per_sec: 20.0,
             burst: 50.0,
+            probe_interval: nodes::PROBE_INTERVAL,
         }
     }
 }
@@ -121,6 +124,7 @@ impl Live {
             self.inner.configured_nodes.clone(),
             self.inner.sfu.clone(),
             self.inner.rooms.clone(),
+            self.inner.options.probe_interval,
             self.inner.shutdown.clone(),
         ));
         for node in self.inner.configured_nodes.clone() {

@@ -59,9 +59,10 @@ pub async fn run_prober(
     configured: Vec<String>,
     sfu: Arc<dyn SfuClient>,
     store: Arc<dyn RoomStore>,
+    interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

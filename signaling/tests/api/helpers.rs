@@ -98,6 +98,10 @@ pub enum SfuCall {
 /// plays the events a test pushes.
 pub struct FakeSfu {
     pub calls: Mutex<Vec<SfuCall>>,
+    /// Each node's load; `None`: the node does not answer. Unlisted nodes: 0.1.
+    pub loads: Mutex<std::collections::HashMap<String, Option<f64>>>,
+    /// Which node each session was opened on.
+    pub placed: Mutex<Vec<(String, ParticipantId)>>,
     pub events: broadcast::Sender<SfuEvent>,
     pub sessions: Mutex<Vec<ParticipantId>>,
 }
@@ -106,6 +110,8 @@ impl FakeSfu {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             calls: Mutex::new(Vec::new()),
+            loads: Mutex::new(std::collections::HashMap::new()),
+            placed: Mutex::new(Vec::new()),
             events: broadcast::channel(256).0,
             sessions: Mutex::new(Vec::new()),
         })
@@ -145,11 +151,15 @@ fn created(participant: ParticipantId) -> SessionCreated {
 impl SfuClient for FakeSfu {
     fn create_session<'a>(
         &'a self,
-        _node: &'a str,
+        node: &'a str,
         request: CreateSession,
     ) -> BoxFuture<'a, Result<SessionCreated, SfuError>> {
         Box::pin(async move {
             let participant = request.participant;
+            self.placed
+                .lock()
+                .unwrap()
+                .push((node.to_owned(), participant));
             if request.publisher_offer == "refuse" {
                 return Err(SfuError::Refused("bad sdp".into()));
             }
@@ -239,15 +249,25 @@ impl SfuClient for FakeSfu {
             Ok(())
         })
     }
-    fn load<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, Result<NodeLoad, SfuError>> {
+    fn load<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<NodeLoad, SfuError>> {
         Box::pin(async move {
-            Ok(NodeLoad {
-                rooms: 0,
-                participants: 0,
-                tracks: 0,
-                forwarded_pps: 0.0,
-                load: 0.1,
-            })
+            let load = self
+                .loads
+                .lock()
+                .unwrap()
+                .get(node)
+                .copied()
+                .unwrap_or(Some(0.1));
+            match load {
+                Some(load) => Ok(NodeLoad {
+                    rooms: 0,
+                    participants: 0,
+                    tracks: 0,
+                    forwarded_pps: 0.0,
+                    load,
+                }),
+                None => Err(SfuError::Unavailable("down".into())),
+            }
         })
     }
     fn events<'a>(
@@ -293,6 +313,8 @@ pub struct AppOptions {
     pub sfu: Option<Arc<FakeSfu>>,
     /// A real SFU node's control URL and token, instead of the fake.
     pub real_sfu: Option<(String, String)>,
+    /// The fake SFU nodes' URLs (default: one).
+    pub nodes: Vec<String>,
 }
 
 impl Default for AppOptions {
@@ -304,6 +326,7 @@ impl Default for AppOptions {
             db: None,
             sfu: None,
             real_sfu: None,
+            nodes: vec![FAKE_NODE.to_owned()],
         }
     }
 }
@@ -321,7 +344,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         backends.redis_url = Some(Secret::new(redis_url()));
     }
     let mut config = signaling::Config::new(backends);
-    config.sfu_urls = vec![FAKE_NODE.to_owned()];
+    config.sfu_urls = options.nodes.clone();
     config.room_token_secret = Some(Secret::new(ROOM_SECRET.to_owned()));
     config.reconnect_grace = options.grace;
     if let Some(prefix) = options.redis_prefix {
@@ -343,6 +366,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         verifier: Some(verifier()),
         session: Some(SessionOptions {
             join_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_millis(100),
             ..SessionOptions::default()
         }),
         db: Some(db.clone()),

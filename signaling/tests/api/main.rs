@@ -4,5 +4,7 @@
 mod helpers;
 mod meetings;
 mod real_sfu;
+mod replicas;
 mod room_store;
 mod rtc;
+mod session;
