@@ -190,10 +190,11 @@ pub async fn build_with(
         shutdown,
     );
     live.start();
+    let metrics = Metrics::new(SERVICE);
+    live.metrics().register(&metrics);
     let state = AppState { db, verifier, live };
     let api = meetings::routes::routes()
         .route("/rtc", axum::routing::get(rtc::upgrade))
         .with_state(state);
-    let metrics = Metrics::new(SERVICE);
     Ok(http::service_router(SERVICE, api, readiness, metrics))
 }

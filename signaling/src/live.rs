@@ -62,6 +62,52 @@ impl Default for SessionOptions {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+/// Counters of the signaling WebSocket (registered on the service's `/metrics`).
+#[derive(Clone, Default)]
+pub struct RtcMetrics {
+    /// Open `/rtc` connections.
+    pub sockets: prometheus_client::metrics::gauge::Gauge,
+    /// `error` messages sent to clients, by code (bad input is counted here).
+    pub errors: prometheus_client::metrics::family::Family<
+        CodeLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// Participants who joined a room (fresh or resumed).
+    pub joins: prometheus_client::metrics::counter::Counter,
+    /// SFU events received.
+    pub sfu_events: prometheus_client::metrics::counter::Counter,
+}
+
+impl RtcMetrics {
+    pub fn register(&self, metrics: &servicekit::metrics::Metrics) {
+        metrics.register(
+            "signaling_ws_connections",
+            "Open signaling WebSocket connections",
+            self.sockets.clone(),
+        );
+        metrics.register(
+            "signaling_ws_errors",
+            "Error messages sent on the signaling WebSocket, by code",
+            self.errors.clone(),
+        );
+        metrics.register(
+            "signaling_joins",
+            "Participants who joined or resumed a room",
+            self.joins.clone(),
+        );
+        metrics.register(
+            "signaling_sfu_events",
+            "Events received from SFU nodes",
+            self.sfu_events.clone(),
+        );
+    }
+}
+
 /// What the SFU says to one participant's session.
 #[derive(Debug, Clone)]
 pub enum Direct {
@@ -90,6 +136,7 @@ struct Inner {
     local: Mutex<HashMap<ParticipantId, LocalSession>>,
     consuming: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
+    metrics: RtcMetrics,
 }
 
 impl Live {
@@ -113,6 +160,7 @@ impl Live {
                 local: Mutex::new(HashMap::new()),
                 consuming: Mutex::new(HashSet::new()),
                 shutdown,
+                metrics: RtcMetrics::default(),
             }),
         }
     }
@@ -150,6 +198,10 @@ impl Live {
 
     pub fn options(&self) -> &SessionOptions {
         &self.inner.options
+    }
+
+    pub fn metrics(&self) -> &RtcMetrics {
+        &self.inner.metrics
     }
 
     pub fn shutdown(&self) -> &CancellationToken {
@@ -341,6 +393,7 @@ impl Live {
 
     /// Act on one SFU event (see the module doc for who acts on what).
     pub async fn on_sfu_event(&self, event: SfuEvent) {
+        self.inner.metrics.sfu_events.inc();
         let result = match event {
             SfuEvent::SubscriberOffer {
                 ref room,

@@ -17,7 +17,7 @@ use crate::room::{Audience, Entrant, EventBody, Room, RoomEvent};
 use crate::{AppState, clock};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use proto::ErrorCode;
 use proto::ids::ParticipantId;
@@ -86,8 +86,15 @@ pub struct RtcQuery {
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<RtcQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let Ok(ws) = ws else {
+        return servicekit::ApiError::new(
+            ErrorCode::MalformedBody,
+            "this is a WebSocket endpoint: connect with a WebSocket upgrade",
+        )
+        .into_response();
+    };
     let live = state.live.clone();
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
@@ -140,6 +147,7 @@ enum Exit {
 
 struct Conn<Tx> {
     tx: Tx,
+    metrics: crate::live::RtcMetrics,
     open: bool,
     last_activity: Instant,
     tokens: f64,
@@ -171,6 +179,12 @@ impl<Tx: Sink<Outbound> + Unpin> Conn<Tx> {
     }
 
     async fn error(&mut self, code: ErrorCode, message: impl Into<String>) {
+        self.metrics
+            .errors
+            .get_or_create(&crate::live::CodeLabel {
+                code: code.as_str().to_owned(),
+            })
+            .inc();
         self.send(ServerMessage::Error {
             code: code.as_str().to_owned(),
             message: message.into(),
@@ -355,8 +369,12 @@ where
     Rx: Stream<Item = Inbound> + Unpin + Send,
 {
     let options = live.options().clone();
+    let metrics = live.metrics().clone();
+    metrics.sockets.inc();
+    let _open = scopeguard(metrics.clone());
     let mut conn = Conn {
         tx,
+        metrics,
         open: true,
         last_activity: Instant::now(),
         tokens: options.burst,
@@ -413,6 +431,7 @@ where
             _ => conn.error(ErrorCode::UnexpectedMessage, "join first").await,
         }
     };
+    live.metrics().joins.inc();
     let mut direct = live.register(me.id(), me.room.clone(), me.conn);
     let exit = joined(&live, &mut conn, &mut rx, &me, &mut events, &mut direct).await;
     match exit {
@@ -435,6 +454,19 @@ where
         }
     }
     live.unregister(me.id(), me.conn);
+}
+
+/// Counts the socket as closed when the session ends, however it ends.
+struct SocketGuard(crate::live::RtcMetrics);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.sockets.dec();
+    }
+}
+
+fn scopeguard(metrics: crate::live::RtcMetrics) -> SocketGuard {
+    SocketGuard(metrics)
 }
 
 enum JoinOutcome {

@@ -294,13 +294,14 @@ async fn cancel(
     );
     store::update(&state.db, &meeting, &[cancelled]).await?;
     // Anyone still in the room is told the meeting ended.
-    state.live.end_room(&room_of(&meeting)).await;
+    state.live.end_room(&room_of(&meeting)?).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) fn room_of(meeting: &MeetingRecord) -> RoomId {
-    // A UUID's text is 36 characters of hex digits and hyphens: always a valid room id.
-    RoomId::parse(meeting.id.to_string()).unwrap_or_else(|_| unreachable!("uuid text is a room id"))
+/// The room of a meeting: the meeting id's text (36 characters of hex digits and
+/// hyphens, so always a valid room id; the error path is never taken).
+pub(crate) fn room_of(meeting: &MeetingRecord) -> Result<RoomId, ApiError> {
+    RoomId::parse(meeting.id.to_string()).map_err(ApiError::internal)
 }
 
 /// Who may join, and how:
@@ -362,7 +363,7 @@ async fn join(
             )
         }
     };
-    let room = room_of(&meeting);
+    let room = room_of(&meeting)?;
     if let Some(live) = state.live.room(&room).await? {
         if live.ended {
             return Err(ApiError::new(

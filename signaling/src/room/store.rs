@@ -191,9 +191,6 @@ impl RoomStore for MemoryStore {
             for event in &events {
                 self.inner.hub.deliver(event.clone());
             }
-            if rooms.len().is_multiple_of(64) {
-                self.inner.hub.sweep();
-            }
             Ok(Updated {
                 room: state,
                 events,
@@ -207,6 +204,8 @@ impl RoomStore for MemoryStore {
     ) -> BoxFuture<'a, Result<broadcast::Receiver<RoomEvent>, StoreError>> {
         Box::pin(async move {
             let _rooms = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget rooms nobody listens to any more, then listen to this one.
+            self.inner.hub.sweep();
             Ok(self.inner.hub.subscribe(room).0)
         })
     }

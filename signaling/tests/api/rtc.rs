@@ -514,3 +514,34 @@ async fn ending_the_meeting_for_all_closes_every_session_and_the_meeting() {
     assert!(attendance.iter().all(|a| a["left_at"].is_string()));
     assert!(history["started_at"].is_string() && history["ended_at"].is_string());
 }
+
+#[tokio::test]
+async fn bad_input_is_counted_and_a_plain_get_on_rtc_is_a_json_error() {
+    let app = spawn_app().await;
+    let mut client = Client::connect(&app.ws_url()).await;
+    client.send_raw("garbage".into()).await;
+    assert_eq!(client.expect("error").await["code"], "malformed_message");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("meetease_signaling_ws_connections"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("meetease_signaling_ws_errors_total")
+                && l.contains("malformed_message")),
+        "{metrics}"
+    );
+    let (status, body) = app.request(reqwest::Method::GET, "/rtc", None, None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "malformed_body");
+}
