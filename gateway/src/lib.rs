@@ -2,21 +2,46 @@
 //!
 //! Routes `/api/v1/<service>/*` to the service behind it, tunnels the signaling
 //! WebSocket `/rtc`, and serves the browser client (`web/`) for everything else.
-//! Request flow: request id → trace → metrics → route → proxy (see [`proxy`]).
+//!
+//! Request flow: request id → trace → catch panic → metrics → CORS → route. A
+//! routed request then goes through [`edge`] (path checks, rate limits, identity,
+//! body and concurrency limits, circuit breaker, timeouts and retries) to
+//! [`proxy`]; a web-client path gets the security headers of [`security`].
+//! `GET /health` is the gateway's liveness, `GET /health/upstreams` each
+//! upstream's breaker and last probe ([`health`]). Run it with [`serve`], which
+//! adds a deadline on request heads.
 
+pub mod body;
+pub mod breaker;
+pub mod edge;
+pub mod edge_metrics;
+pub mod health;
+pub mod identity;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
+pub mod security;
+pub mod serve;
 
 use axum::Router;
+use axum::routing::{any, get};
 use servicekit::StartError;
 use servicekit::config::BackendConfig;
 use servicekit::http;
 use servicekit::metrics::Metrics;
 use servicekit::service::{Deps, Needs};
+use servicekit::tokens::{IntrospectRevocations, RedisRevocations, TokenVerifier, VerifierConfig};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tower_http::services::{ServeDir, ServeFile};
 
+pub use breaker::BreakerConfig;
+pub use edge::EdgeConfig;
 pub use proxy::Upstream;
+pub use ratelimit::Quota;
+pub use routes::UpstreamId;
+pub use serve::{DEFAULT_HEADER_READ_TIMEOUT, serve, serve_default};
 
 pub const SERVICE: &str = "gateway";
 pub const DEFAULT_PORT: u16 = 8000;
@@ -45,6 +70,16 @@ impl Upstreams {
             analytics: at("analytics", 8005),
         }
     }
+
+    pub fn get(&self, id: UpstreamId) -> &Upstream {
+        match id {
+            UpstreamId::Auth => &self.auth,
+            UpstreamId::Users => &self.users,
+            UpstreamId::Signaling => &self.signaling,
+            UpstreamId::Notify => &self.notify,
+            UpstreamId::Analytics => &self.analytics,
+        }
+    }
 }
 
 /// Typed configuration of the gateway.
@@ -54,6 +89,20 @@ pub struct Config {
     pub upstreams: Upstreams,
     /// Folder holding the browser client (`index.html`, ES modules, CSS).
     pub web_dir: PathBuf,
+    /// Limits, identity and resilience settings (defaults in [`EdgeConfig::default`]).
+    pub edge: EdgeConfig,
+}
+
+impl Config {
+    /// Default edge settings.
+    pub fn new(backends: BackendConfig, upstreams: Upstreams, web_dir: PathBuf) -> Self {
+        Self {
+            backends,
+            upstreams,
+            web_dir,
+            edge: EdgeConfig::default(),
+        }
+    }
 }
 
 /// The web client's folder in this source tree, the default for `--web-dir`.
@@ -62,6 +111,10 @@ pub fn default_web_dir() -> PathBuf {
 }
 
 /// Connect the gateway's backends and build its router.
+///
+/// With Redis configured, rate limits are shared by every replica and revocation
+/// is read from auth's Redis cache; without it, both are answered in process
+/// (limits) or by asking auth (`/api/v1/auth/introspect`).
 pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router, StartError> {
     if !config.web_dir.join("index.html").is_file() {
         return Err(StartError::setting(
@@ -69,6 +122,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
             format!("{} holds no index.html", config.web_dir.display()),
         ));
     }
+    let cors = security::cors(security::parse_origins(&config.edge.cors_origins)?);
     let deps = Deps::connect(
         &config.backends,
         SERVICE,
@@ -77,15 +131,72 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
             redis: true,
             amqp: false,
         },
-        shutdown,
+        shutdown.clone(),
     )
     .await?;
+
+    let auth = config.upstreams.auth.base();
+    let verifier = TokenVerifier::from_jwks_url(
+        &format!("{auth}/api/v1/auth/jwks"),
+        VerifierConfig {
+            leeway: config.edge.token_leeway,
+            ..VerifierConfig::default()
+        },
+    )?;
+    let (verifier, limiter): (_, Arc<dyn ratelimit::RateLimiter>) = match &deps.redis {
+        Some(conn) => (
+            verifier.with_revocations(Arc::new(RedisRevocations(conn.clone()))),
+            Arc::new(ratelimit::RedisLimiter::new(
+                conn.clone(),
+                config.edge.rate_limit_prefix.clone(),
+            )),
+        ),
+        None => (
+            verifier.with_revocations(Arc::new(IntrospectRevocations::new(&format!(
+                "{auth}/api/v1/auth/introspect"
+            ))?)),
+            Arc::new(ratelimit::MemoryLimiter::new()),
+        ),
+    };
+
     let metrics = Metrics::new(SERVICE);
-    let api = routes::router(&config);
-    Ok(http::service_router_with_fallback(
-        SERVICE,
-        api,
-        deps.readiness,
-        metrics,
-    ))
+    let edge_metrics = edge_metrics::EdgeMetrics::register(&metrics);
+    let edge = edge::Edge::new(
+        &config.upstreams,
+        verifier,
+        limiter,
+        config.edge.clone(),
+        edge_metrics,
+    );
+    let probes = health::Probes::default();
+    health::spawn_prober(edge.clone(), probes.clone(), shutdown);
+
+    // Unknown paths under the web client get index.html, so deep links such as
+    // `/m/{code}` load the app, which then routes on the client side.
+    let index = config.web_dir.join("index.html");
+    let mut web = Router::new()
+        .fallback_service(ServeDir::new(&config.web_dir).fallback(ServeFile::new(index)));
+    for layer in security::web_header_layers() {
+        web = web.layer(layer);
+    }
+    let api = Router::new()
+        .route("/rtc", any(edge::handle))
+        .route("/api/{*rest}", any(edge::handle))
+        .with_state(edge.clone())
+        .route(
+            "/health/upstreams",
+            get(health::upstreams).with_state((edge, probes)),
+        )
+        .merge(web);
+    let router = http::service_router_with_fallback(SERVICE, api, deps.readiness, metrics);
+    let router = router.layer(
+        tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
+        ),
+    );
+    Ok(match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    })
 }

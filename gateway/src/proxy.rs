@@ -1,20 +1,18 @@
 //! Reverse proxy to one upstream: streaming bodies both ways, hop-by-hop headers
-//! stripped, `X-Forwarded-*` set, WebSocket upgrades tunnelled.
+//! stripped, `X-Forwarded-*` set, WebSocket upgrades tunnelled. Policy (which
+//! upstream, identity, limits, retries, breakers) lives in [`crate::edge`].
 
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Request, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proto::ErrorCode;
-use servicekit::{ApiError, StartError};
-use std::net::SocketAddr;
+use servicekit::StartError;
+use std::net::IpAddr;
 use std::time::Duration;
-
-/// How long an upstream may take to start answering an ordinary request.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+use tokio::sync::OwnedSemaphorePermit;
 
 /// One upstream service: a name for logs and its base URL (`http://host:port`).
 #[derive(Debug, Clone)]
@@ -77,53 +75,44 @@ impl Proxy {
         Self { client }
     }
 
-    /// Send `request` to `upstream` and stream its answer back.
+    /// Send `request` to `upstream` and stream its answer back. `timeout` bounds
+    /// the wait for the response head (the body then streams on its own); a
+    /// WebSocket handshake, once answered with 101, becomes a tunnel that lives as
+    /// long as both sockets.
     pub async fn forward(
         &self,
         upstream: &Upstream,
         mut request: Request<Body>,
-        client: SocketAddr,
-    ) -> Response {
+        client: IpAddr,
+        timeout: Duration,
+        tunnel_guard: Option<OwnedSemaphorePermit>,
+    ) -> Result<Response, ForwardError> {
         let path_and_query = request
             .uri()
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/");
-        let Ok(uri) = format!("{}{}", upstream.base, path_and_query).parse::<Uri>() else {
-            return ApiError::new(ErrorCode::MalformedBody, "malformed request target")
-                .into_response();
-        };
+        let uri = format!("{}{}", upstream.base, path_and_query)
+            .parse::<Uri>()
+            .map_err(|_| ForwardError::BadTarget)?;
         let upgrade = is_websocket_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
         let (mut parts, body) = request.into_parts();
         parts.uri = uri;
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        append_forwarded_for(&mut parts.headers, client);
+        set_forwarded_for(&mut parts.headers, client);
         parts.headers.remove(header::HOST);
+        // Extensions are the gateway's own (connection info, matched path, upgrade
+        // handle): none of them belongs to the next hop.
+        parts.extensions = Default::default();
 
         let outgoing = Request::from_parts(parts, body);
-        let answer = if upgrade {
-            // The handshake answers at once; the tunnel then lives as long as the socket.
-            tokio::time::timeout(Duration::from_secs(10), self.client.request(outgoing)).await
-        } else {
-            tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(outgoing)).await
-        };
-        let mut response = match answer {
-            Err(_) => {
-                tracing::warn!(upstream = upstream.name, "upstream timed out");
-                return ApiError::new(
-                    ErrorCode::UpstreamTimeout,
-                    "the service did not answer in time",
-                )
-                .into_response();
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(upstream = upstream.name, error = %err, "upstream unreachable");
-                return ApiError::new(ErrorCode::UpstreamUnavailable, "the service is unavailable")
-                    .with_retry_after(1)
-                    .into_response();
-            }
+        let mut response = match tokio::time::timeout(timeout, self.client.request(outgoing)).await
+        {
+            Err(_) => return Err(ForwardError::Timeout),
+            Ok(Err(err)) if err.is_connect() => return Err(ForwardError::Connect(err.to_string())),
+            Ok(Err(err)) => return Err(ForwardError::Exchange(error_chain(&err))),
             Ok(Ok(response)) => response,
         };
 
@@ -133,6 +122,8 @@ impl Proxy {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let name = upstream.name;
             tokio::spawn(async move {
+                // Held for as long as the tunnel lives: the cap on open tunnels.
+                let _guard = tunnel_guard;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client_io, upstream_io)) => {
                         let mut client_io = TokioIo::new(client_io);
@@ -146,15 +137,65 @@ impl Proxy {
                 }
             });
             let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, Body::empty());
+            return Ok(Response::from_parts(parts, Body::empty()));
         }
 
         strip_hop_by_hop(response.headers_mut(), false);
-        response.map(Body::new)
+        Ok(response.map(Body::new))
+    }
+
+    /// `GET {upstream}/health`: the status it answered within `timeout`.
+    pub async fn probe(
+        &self,
+        upstream: &Upstream,
+        timeout: Duration,
+    ) -> Result<StatusCode, ForwardError> {
+        let uri = format!("{}/health", upstream.base)
+            .parse::<Uri>()
+            .map_err(|_| ForwardError::BadTarget)?;
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = uri;
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            // Read the (small) body so the connection goes back to the pool.
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            Ok::<_, hyper_util::client::legacy::Error>(status)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(ForwardError::Timeout),
+            Ok(Err(err)) if err.is_connect() => Err(ForwardError::Connect(error_chain(&err))),
+            Ok(Err(err)) => Err(ForwardError::Exchange(error_chain(&err))),
+            Ok(Ok(status)) => Ok(status),
+        }
     }
 }
 
-fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+/// Why an exchange with an upstream failed. Each counts against its breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardError {
+    /// No connection could be made: nothing was sent, so any request may be retried.
+    Connect(String),
+    /// The connection broke during the exchange (or the request body failed).
+    Exchange(String),
+    /// No response head within the route's timeout.
+    Timeout,
+    /// The request target cannot be combined with the upstream's base.
+    BadTarget,
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has_token = |name: HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value
@@ -201,9 +242,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
+fn set_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     // The gateway is the edge: whatever the client claims is replaced, never trusted.
-    if let Ok(value) = HeaderValue::from_str(&client.ip().to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
     headers.insert(

@@ -190,11 +190,11 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         (
             gateway_l,
             gateway::build(
-                gateway::Config {
-                    backends: backends.clone(),
+                gateway::Config::new(
+                    backends.clone(),
                     upstreams,
-                    web_dir: cli.web_dir.unwrap_or_else(gateway::default_web_dir),
-                },
+                    cli.web_dir.unwrap_or_else(gateway::default_web_dir),
+                ),
                 shutdown.clone(),
             )
             .await?,
@@ -209,6 +209,11 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
             gateway_addr = Some(bound.addr);
         }
         let shutdown = shutdown.clone();
+        if bound.name == "gateway" {
+            // The public entry adds a deadline on request heads (slow clients).
+            servers.spawn(gateway::serve_default(bound.listener, router, shutdown));
+            continue;
+        }
         servers.spawn(async move { http::serve(bound.listener, router, shutdown).await });
     }
     if let Some(addr) = gateway_addr {

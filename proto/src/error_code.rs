@@ -111,6 +111,10 @@ error_codes! {
     UpstreamUnavailable = ("upstream_unavailable", 503),
     /// The upstream did not answer in time.
     UpstreamTimeout = ("upstream_timeout", 504),
+    /// The request line or a header is malformed (a bad path, a bad `Content-Length`).
+    MalformedRequest = ("malformed_request", 400),
+    /// The request body arrived too slowly.
+    RequestTimeout = ("request_timeout", 408),
     /// Something went wrong on our side; the detail is in the server log, never here.
     Internal = ("internal", 500),
 }

@@ -1,0 +1,543 @@
+//! The request pipeline for every routed request (`/api/v1/*`, `/rtc`):
+//!
+//! 1. refuse paths with dot segments or encoded separators (`malformed_request`);
+//! 2. find the route ([`crate::routes`]) or answer `not_found`;
+//! 3. rate-limit by client address (and, for credential routes, a stricter
+//!    per-address budget) — before any token is verified, so a flood of bogus
+//!    tokens costs one Redis call each;
+//! 4. identity ([`crate::identity`]): strip client `X-User-*` headers, verify the
+//!    bearer token (required unless the route is public), set `X-User-Id`;
+//! 5. rate-limit by user;
+//! 6. body limits (declared length at once, streamed bytes as they come) and the
+//!    concurrency cap;
+//! 7. the upstream's circuit breaker, then the exchange with the route class's
+//!    timeout, retried for GET/HEAD without a body when no connection could be made.
+
+use crate::body::{Cut, CutFlag, GuardedBody, Holding};
+use crate::breaker::{Breaker, Pass};
+use crate::edge_metrics::EdgeMetrics;
+use crate::identity;
+use crate::proxy::{ForwardError, Proxy, Upstream, is_websocket_upgrade};
+use crate::ratelimit::{Decision, Quota, RateLimiter};
+use crate::routes::{self, Access, Route, RouteClass, UpstreamId};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::Method;
+use axum::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use axum::response::{IntoResponse, Response};
+use proto::ErrorCode;
+use servicekit::ApiError;
+use servicekit::tokens::{TokenError, TokenVerifier};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Everything about the edge's behaviour that configuration decides.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Every routed request, per client address.
+    pub per_ip: Quota,
+    /// Every request with a valid token, per user.
+    pub per_user: Quota,
+    /// Sign-in, sign-up and password routes, per client address (on top of `per_ip`).
+    pub credentials: Quota,
+    /// Prefix of the rate-limit keys in Redis.
+    pub rate_limit_prefix: String,
+    /// How long to wait for a response head, per route class.
+    pub api_timeout: Duration,
+    pub credentials_timeout: Duration,
+    pub upload_timeout: Duration,
+    pub rtc_timeout: Duration,
+    /// Largest request body for API routes and for the avatar upload.
+    pub api_body_limit: usize,
+    pub upload_body_limit: usize,
+    /// A request body that sends nothing for this long is cut off (slow clients).
+    pub body_idle_timeout: Duration,
+    /// Requests in flight at once (from routing to the end of the response body);
+    /// beyond that, 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Open `/rtc` WebSocket tunnels at once.
+    pub max_tunnels: usize,
+    pub breaker: crate::breaker::BreakerConfig,
+    /// How often each upstream's `/health` is probed.
+    pub probe_interval: Duration,
+    /// Extra attempts for GET/HEAD without a body when no connection could be made.
+    pub connect_retries: u32,
+    /// Origins allowed to call the API from another site (CORS). Empty: same origin only.
+    pub cors_origins: Vec<String>,
+    /// Peers (load balancers) whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Clock leeway when checking `exp`/`nbf` (at most 5 s).
+    pub token_leeway: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            per_ip: Quota::new(50, Duration::from_secs(1), 200),
+            per_user: Quota::new(30, Duration::from_secs(1), 120),
+            credentials: Quota::new(20, Duration::from_secs(60), 20),
+            rate_limit_prefix: "gateway:rl:".to_owned(),
+            api_timeout: Duration::from_secs(15),
+            credentials_timeout: Duration::from_secs(15),
+            upload_timeout: Duration::from_secs(60),
+            rtc_timeout: Duration::from_secs(10),
+            api_body_limit: 1024 * 1024,
+            upload_body_limit: 8 * 1024 * 1024,
+            body_idle_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
+            max_tunnels: 10_000,
+            breaker: crate::breaker::BreakerConfig::default(),
+            probe_interval: Duration::from_secs(2),
+            connect_retries: 2,
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            token_leeway: Duration::from_secs(proto::auth::MAX_LEEWAY_SECS),
+        }
+    }
+}
+
+impl EdgeConfig {
+    fn timeout(&self, class: RouteClass) -> Duration {
+        match class {
+            RouteClass::Api => self.api_timeout,
+            RouteClass::Credentials => self.credentials_timeout,
+            RouteClass::Upload => self.upload_timeout,
+            RouteClass::Rtc => self.rtc_timeout,
+        }
+    }
+
+    fn body_limit(&self, class: RouteClass) -> usize {
+        match class {
+            RouteClass::Upload => self.upload_body_limit,
+            _ => self.api_body_limit,
+        }
+    }
+}
+
+/// The shared state of the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<EdgeInner>,
+}
+
+struct EdgeInner {
+    /// Indexed by [`UpstreamId::index`].
+    upstreams: Vec<(Upstream, Breaker)>,
+    proxy: Proxy,
+    verifier: TokenVerifier,
+    limiter: Arc<dyn RateLimiter>,
+    config: EdgeConfig,
+    requests: Arc<Semaphore>,
+    tunnels: Arc<Semaphore>,
+    metrics: EdgeMetrics,
+}
+
+impl Edge {
+    pub fn new(
+        upstreams: &crate::Upstreams,
+        verifier: TokenVerifier,
+        limiter: Arc<dyn RateLimiter>,
+        config: EdgeConfig,
+        metrics: EdgeMetrics,
+    ) -> Self {
+        let upstreams = UpstreamId::ALL
+            .iter()
+            .map(|id| (upstreams.get(*id).clone(), Breaker::new(config.breaker)))
+            .collect();
+        Self {
+            inner: Arc::new(EdgeInner {
+                upstreams,
+                proxy: Proxy::new(),
+                verifier,
+                limiter,
+                requests: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+                tunnels: Arc::new(Semaphore::new(config.max_tunnels.max(1))),
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn upstream(&self, id: UpstreamId) -> (&Upstream, &Breaker) {
+        let (upstream, breaker) = &self.inner.upstreams[id.index()];
+        (upstream, breaker)
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.inner.proxy
+    }
+
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.inner.config
+    }
+
+    /// The client's address: the peer, or — when the peer is a trusted proxy —
+    /// the right-most `X-Forwarded-For` entry that is not one.
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = &self.inner.config.trusted_proxies;
+        if !trusted.contains(&peer) {
+            return peer;
+        }
+        let mut hops: Vec<IpAddr> = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let Ok(value) = value.to_str() else {
+                return peer;
+            };
+            for hop in value.split(',') {
+                match hop.trim().parse() {
+                    Ok(ip) => hops.push(ip),
+                    Err(_) => return peer,
+                }
+            }
+        }
+        hops.into_iter()
+            .rev()
+            .find(|ip| !trusted.contains(ip))
+            .unwrap_or(peer)
+    }
+
+    /// Count one request against `key`; a limiter outage lets the request through
+    /// (logged and counted) rather than taking the whole API down with Redis.
+    async fn limit(&self, key: String, quota: Quota) -> Option<Decision> {
+        match self.inner.limiter.check(&key, quota).await {
+            Ok(decision) => Some(decision),
+            Err(err) => {
+                tracing::warn!(error = %err, "rate limiter unavailable; request let through");
+                self.inner.metrics.refused("limiter_unavailable");
+                None
+            }
+        }
+    }
+
+    fn refuse(&self, reason: &'static str, error: ApiError) -> Response {
+        self.inner.metrics.refused(reason);
+        error.into_response()
+    }
+}
+
+/// The handler for every routed path.
+pub async fn handle(
+    State(edge): State<Edge>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path();
+    if routes::is_suspicious(path) {
+        return edge.refuse(
+            "malformed_request",
+            ApiError::new(ErrorCode::MalformedRequest, "malformed request path"),
+        );
+    }
+    let Some(route) = routes::classify(request.method(), path) else {
+        return edge.refuse(
+            "not_found",
+            ApiError::new(ErrorCode::NotFound, "no such API"),
+        );
+    };
+    let client_ip = edge.client_ip(peer.ip(), request.headers());
+
+    // Rate limits by address first: cheap, and before any token work.
+    let mut shown: Option<Decision> = None;
+    let config = edge.config();
+    let mut budgets = vec![(format!("ip:{client_ip}"), config.per_ip)];
+    if route.class == RouteClass::Credentials {
+        budgets.push((format!("cred:{client_ip}"), config.credentials));
+    }
+    for (key, quota) in budgets {
+        if let Some(decision) = edge.limit(key, quota).await {
+            if !decision.allowed {
+                return rate_limited(&edge, decision);
+            }
+            shown = Some(shown.map_or(decision, |d| d.tighter(decision)));
+        }
+    }
+
+    let (mut parts, body) = request.into_parts();
+    identity::strip_identity(&mut parts.headers);
+    let claims = match (route.access, identity::bearer(&parts.headers)) {
+        (Access::Token, Ok(None)) => {
+            return edge.refuse("unauthenticated", TokenError::Missing.into());
+        }
+        (Access::Token, Err(err)) => return edge.refuse("unauthenticated", err.into()),
+        (Access::Token, Ok(Some(token))) => match edge.inner.verifier.verify(token).await {
+            Ok(claims) => Some(claims),
+            Err(err) => {
+                let reason = match err {
+                    TokenError::Expired => "token_expired",
+                    TokenError::Revoked => "token_revoked",
+                    TokenError::Unavailable => "verification_unavailable",
+                    TokenError::Missing | TokenError::Invalid => "unauthenticated",
+                };
+                return edge.refuse(reason, err.into());
+            }
+        },
+        // A public route: the user is forwarded when the token is good, and the
+        // token goes on untouched either way (the service decides what it means).
+        (Access::Public, Ok(Some(token))) => edge.inner.verifier.verify(token).await.ok(),
+        (Access::Public, _) => None,
+    };
+    if let Some(claims) = &claims {
+        identity::set_identity(&mut parts.headers, claims);
+        if let Some(decision) = edge
+            .limit(format!("user:{}", claims.sub), config.per_user)
+            .await
+        {
+            if !decision.allowed {
+                return rate_limited(&edge, decision);
+            }
+            shown = Some(shown.map_or(decision, |d| d.tighter(decision)));
+        }
+    }
+
+    let mut response = forward(&edge, route, client_ip, parts, body).await;
+    if let Some(decision) = shown {
+        set_rate_headers(response.headers_mut(), &decision);
+    }
+    response
+}
+
+async fn forward(
+    edge: &Edge,
+    route: Route,
+    client_ip: IpAddr,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Response {
+    let config = edge.config();
+    let limit = config.body_limit(route.class);
+    let declared = match parts.headers.get(CONTENT_LENGTH) {
+        None => None,
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(length) => Some(length),
+            None => {
+                return edge.refuse(
+                    "malformed_request",
+                    ApiError::new(ErrorCode::MalformedRequest, "invalid Content-Length"),
+                );
+            }
+        },
+    };
+    if declared.is_some_and(|length| length > limit as u64) {
+        return edge.refuse("payload_too_large", too_large(limit));
+    }
+    let has_body =
+        declared.is_some_and(|length| length > 0) || parts.headers.contains_key(TRANSFER_ENCODING);
+    let upgrade = route.class == RouteClass::Rtc && is_websocket_upgrade(&parts.headers);
+
+    // The permit lives until the response body is sent (or the tunnel closes).
+    let semaphore = if upgrade {
+        &edge.inner.tunnels
+    } else {
+        &edge.inner.requests
+    };
+    let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+        return edge.refuse(
+            "overloaded",
+            ApiError::new(ErrorCode::ServiceUnavailable, "the gateway is at capacity")
+                .with_retry_after(1),
+        );
+    };
+
+    let (upstream, breaker) = edge.upstream(route.upstream);
+    let mut pass = match admit(edge, breaker, upstream) {
+        Ok(pass) => pass,
+        Err(error) => return edge.refuse("breaker_open", error),
+    };
+
+    let retry_template =
+        (matches!(parts.method, Method::GET | Method::HEAD) && !has_body && !upgrade).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.version,
+                parts.headers.clone(),
+            )
+        });
+    let cut = CutFlag::default();
+    let mut request = Request::from_parts(
+        parts,
+        Body::new(GuardedBody::new(
+            body,
+            limit,
+            config.body_idle_timeout,
+            cut.clone(),
+        )),
+    );
+    let timeout = config.timeout(route.class);
+    let (mut tunnel_permit, request_permit) = if upgrade {
+        (Some(permit), None)
+    } else {
+        (None, Some(permit))
+    };
+    let mut attempt = 0;
+    loop {
+        let started = Instant::now();
+        let result = edge
+            .proxy()
+            .forward(upstream, request, client_ip, timeout, tunnel_permit.take())
+            .await;
+        let outcome = match &result {
+            Ok(response) => response.status().as_u16().to_string(),
+            Err(ForwardError::Timeout) => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        edge.metrics().exchange(
+            route.class.as_str(),
+            upstream.name,
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
+        let err = match result {
+            Ok(response) => {
+                pass.success();
+                edge.metrics()
+                    .breaker_state(upstream.name, breaker.state().as_gauge());
+                return match request_permit {
+                    Some(permit) => response.map(|body| Holding::wrap(body, permit)),
+                    None => response,
+                };
+            }
+            Err(err) => err,
+        };
+        let retry = match (&err, &retry_template) {
+            (ForwardError::Connect(_), Some(template)) if attempt < config.connect_retries => {
+                template
+            }
+            _ => return failed(edge, pass, breaker, upstream, &cut, err, limit),
+        };
+        tracing::debug!(
+            upstream = upstream.name,
+            ?err,
+            attempt,
+            "cannot connect; retrying"
+        );
+        pass.failure();
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+        pass = match admit(edge, breaker, upstream) {
+            Ok(pass) => pass,
+            Err(error) => return edge.refuse("breaker_open", error),
+        };
+        let (method, uri, version, headers) = retry;
+        let mut next = Request::new(Body::empty());
+        *next.method_mut() = method.clone();
+        *next.uri_mut() = uri.clone();
+        *next.version_mut() = *version;
+        *next.headers_mut() = headers.clone();
+        request = next;
+    }
+}
+
+/// A pass through `breaker`, or the fail-fast error (answered with reason
+/// `breaker_open`).
+fn admit(edge: &Edge, breaker: &Breaker, upstream: &Upstream) -> Result<Pass, ApiError> {
+    breaker.admit().map_err(|wait| {
+        edge.metrics()
+            .breaker_state(upstream.name, breaker.state().as_gauge());
+        ApiError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("the {} service is unavailable", upstream.name),
+        )
+        .with_retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+    })
+}
+
+/// The answer when the exchange failed: the client's fault (body too large or too
+/// slow) leaves the breaker alone; anything else counts against the upstream.
+fn failed(
+    edge: &Edge,
+    pass: Pass,
+    breaker: &Breaker,
+    upstream: &Upstream,
+    cut: &CutFlag,
+    err: ForwardError,
+    limit: usize,
+) -> Response {
+    match cut.get() {
+        Some(Cut::TooLarge) => {
+            drop(pass);
+            return edge.refuse("payload_too_large", too_large(limit));
+        }
+        Some(Cut::TooSlow) => {
+            drop(pass);
+            return edge.refuse(
+                "request_timeout",
+                ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    "the request body arrived too slowly",
+                ),
+            );
+        }
+        None => {}
+    }
+    let answer = match &err {
+        ForwardError::BadTarget => {
+            drop(pass);
+            return edge.refuse(
+                "malformed_request",
+                ApiError::new(ErrorCode::MalformedRequest, "malformed request target"),
+            );
+        }
+        ForwardError::Timeout => {
+            tracing::warn!(upstream = upstream.name, "upstream timed out");
+            ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                "the service did not answer in time",
+            )
+        }
+        ForwardError::Connect(cause) | ForwardError::Exchange(cause) => {
+            tracing::warn!(upstream = upstream.name, %cause, "upstream exchange failed");
+            ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("the {} service is unavailable", upstream.name),
+            )
+            .with_retry_after(1)
+        }
+    };
+    pass.failure();
+    edge.metrics()
+        .breaker_state(upstream.name, breaker.state().as_gauge());
+    edge.refuse("upstream_failed", answer)
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the request body is larger than {limit} bytes"),
+    )
+}
+
+fn rate_limited(edge: &Edge, decision: Decision) -> Response {
+    let retry_after = decision.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = edge.refuse(
+        "rate_limited",
+        ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
+            .with_retry_after(retry_after),
+    );
+    set_rate_headers(response.headers_mut(), &decision);
+    response
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the bucket is full).
+fn set_rate_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(
+        RATELIMIT_RESET,
+        HeaderValue::from(decision.reset.as_secs_f64().ceil() as u64),
+    );
+}

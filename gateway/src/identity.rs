@@ -1,0 +1,98 @@
+//! Identity at the edge: the gateway verifies access tokens (signature against
+//! auth's JWKS, claims, revocation) and tells the service behind it who the caller
+//! is in `X-User-Id` / `X-User-Email`.
+//!
+//! Those headers are hints, not credentials: the gateway deletes every `X-User-*`
+//! header a client sent before it sets its own, and the `Authorization` header goes
+//! on unchanged so each service still verifies the token itself (a request sent
+//! straight to a service port with a forged `X-User-Id` proves nothing).
+
+use axum::http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use proto::auth::AccessClaims;
+use servicekit::tokens::TokenError;
+
+pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub const USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+
+/// Remove every identity header a client may have sent (`X-User-*`, any case).
+pub fn strip_identity(headers: &mut HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-user-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// Set the identity headers from verified claims.
+pub fn set_identity(headers: &mut HeaderMap, claims: &AccessClaims) {
+    if let Ok(value) = HeaderValue::from_str(&claims.sub.to_string()) {
+        headers.insert(USER_ID, value);
+    }
+    // An email that is not a valid header value is simply not forwarded.
+    if let Ok(value) = HeaderValue::from_str(&claims.email) {
+        headers.insert(USER_EMAIL, value);
+    }
+}
+
+/// The bearer token in `headers`: `Ok(None)` without an `Authorization` header,
+/// `Err` for one that is not a usable bearer token.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, TokenError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(TokenError::Invalid);
+    }
+    let value = value.to_str().map_err(|_| TokenError::Invalid)?;
+    let (scheme, token) = value.split_once(' ').ok_or(TokenError::Invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::Missing);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_identity_header_is_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user-id", HeaderValue::from_static("forged"));
+        headers.append("X-User-Id", HeaderValue::from_static("forged-again"));
+        headers.insert("x-user-email", HeaderValue::from_static("a@b"));
+        headers.insert("x-user-roles", HeaderValue::from_static("admin"));
+        headers.insert("x-username-hint", HeaderValue::from_static("kept"));
+        strip_identity(&mut headers);
+        assert!(headers.get("x-user-id").is_none());
+        assert!(headers.get("x-user-email").is_none());
+        assert!(headers.get("x-user-roles").is_none());
+        assert!(headers.get("x-username-hint").is_some());
+    }
+
+    #[test]
+    fn bearer_needs_one_bearer_header() {
+        let with = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(AUTHORIZATION, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert_eq!(bearer(&with(&[])), Ok(None));
+        assert_eq!(bearer(&with(&["Bearer abc"])), Ok(Some("abc")));
+        assert_eq!(bearer(&with(&["Basic abc"])), Err(TokenError::Missing));
+        assert_eq!(
+            bearer(&with(&["Bearer a", "Bearer b"])),
+            Err(TokenError::Invalid)
+        );
+    }
+}
