@@ -737,32 +737,51 @@ where
         return JoinOutcome::Retry;
     };
     live.ensure_consumer(&node);
-    // ICE restart on the existing SFU session; if the SFU lost it, open a new one.
-    let created = match live.sfu().ice_restart(&node, participant).await {
-        Ok(mut created) => {
-            if !ask.publisher_offer.is_empty() {
-                let offer = PublisherOffer {
-                    sdp: ask.publisher_offer.clone(),
-                    tracks: ask.tracks.clone(),
-                };
-                match live.sfu().publisher_offer(&node, participant, offer).await {
-                    Ok(answer) => created.publisher_answer = answer.sdp,
-                    Err(err) => tracing::warn!(%err, "publisher renegotiation on resume failed"),
-                }
+    // With a publisher offer, the client brought new peer connections: its SFU session
+    // is opened afresh under the same participant id (its old tracks go away, the new
+    // ones are announced when they flow). Without one, the client keeps its connections
+    // and the SFU restarts ICE on them; the client then restarts its publisher
+    // connection with a `publish_offer`.
+    let created = if ask.publisher_offer.is_empty() {
+        match live.sfu().ice_restart(&node, participant).await {
+            Err(crate::sfu::SfuError::Refused(_)) => {
+                conn.error(
+                    ErrorCode::ResumeFailed,
+                    "the media session is gone: resume with a new publisher offer",
+                )
+                .await;
+                return JoinOutcome::Retry;
             }
-            Ok(created)
+            other => other,
         }
-        Err(crate::sfu::SfuError::Refused(_)) => {
-            let request = CreateSession {
-                room: room.clone(),
-                participant,
-                publisher_offer: ask.publisher_offer,
-                tracks: ask.tracks,
-                auto_subscribe: claims.grants.can_subscribe,
-            };
-            live.sfu().create_session(&node, request).await
+    } else {
+        let _ = live.sfu().delete_session(&node, participant).await;
+        let request = CreateSession {
+            room: room.clone(),
+            participant,
+            publisher_offer: ask.publisher_offer,
+            tracks: ask.tracks,
+            auto_subscribe: claims.grants.can_subscribe,
+        };
+        let created = live.sfu().create_session(&node, request).await;
+        if created.is_ok() {
+            let old: Vec<_> = state
+                .participants
+                .get(&participant)
+                .map(|m| m.info.tracks.iter().map(|t| t.track_id).collect())
+                .unwrap_or_default();
+            let _ = live
+                .update(&room, |s| {
+                    if let Some(r) = s.as_mut() {
+                        for track in &old {
+                            r.handle_track_unpublished(participant, *track);
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
         }
-        Err(err) => Err(err),
+        created
     };
     let created = match created {
         Ok(created) => created,

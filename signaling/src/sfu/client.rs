@@ -4,6 +4,7 @@
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use proto::ids::ParticipantId;
+use proto::sfu::SubscriberOffer;
 use proto::sfu::{
     CreateSession, MuteTrack, NodeLoad, PublisherOffer, RemoteCandidate, SdpAnswer, SessionCreated,
     SetSubscription, SfuEvent, SubscriberAnswer,
@@ -58,6 +59,8 @@ pub trait SfuClient: Send + Sync + 'static {
         participant: ParticipantId,
         mute: MuteTrack,
     ) -> BoxFuture<'a, Result<(), SfuError>>;
+    /// Restart ICE on the participant's existing connections: a new subscriber offer
+    /// (and, from nodes that do it, a publisher answer; else `publisher_answer` is empty).
     fn ice_restart<'a>(
         &'a self,
         node: &'a str,
@@ -256,7 +259,19 @@ impl SfuClient for HttpSfu {
     ) -> BoxFuture<'a, Result<SessionCreated, SfuError>> {
         Box::pin(async move {
             let url = session_url(node, participant, "/ice-restart");
-            self.call(reqwest::Method::POST, url, None).await
+            // The contract names `SessionCreated`; the node answers with the new
+            // subscriber offer alone (the client restarts its publisher connection
+            // itself, with a new publisher offer). Accept both.
+            let value: serde_json::Value = self.call(reqwest::Method::POST, url, None).await?;
+            if let Ok(created) = serde_json::from_value::<SessionCreated>(value.clone()) {
+                return Ok(created);
+            }
+            let offer: SubscriberOffer = serde_json::from_value(value)
+                .map_err(|err| SfuError::Unavailable(format!("bad ice-restart answer: {err}")))?;
+            Ok(SessionCreated {
+                publisher_answer: String::new(),
+                subscriber_offer: offer,
+            })
         })
     }
 

@@ -190,11 +190,26 @@ fn offer(publisher: &mut Peer, video: bool) -> (String, Vec<Value>, SdpPendingOf
 
 /// Join through signaling with real SDP; returns the client and its two peers.
 async fn join(url: &str, token: &str, video: bool) -> (Client, Value, Peer, Peer) {
+    join_or_resume(url, token, video, None).await
+}
+
+/// Join, or with `resume` take an earlier session over with new peer connections.
+async fn join_or_resume(
+    url: &str,
+    token: &str,
+    video: bool,
+    resume: Option<&Value>,
+) -> (Client, Value, Peer, Peer) {
     let mut publisher = Peer::new();
     let mut subscriber = Peer::new();
     let (sdp, tracks, pending) = offer(&mut publisher, video);
     let mut client = Client::connect(url).await;
-    client.send(json!({"v": 1, "type": "join", "token": token, "publisher_offer": sdp, "tracks": tracks})).await;
+    let mut join =
+        json!({"v": 1, "type": "join", "token": token, "publisher_offer": sdp, "tracks": tracks});
+    if let Some(resume) = resume {
+        join["resume"] = resume.clone();
+    }
+    client.send(join).await;
     let joined = client.expect("joined").await;
     let answer = SdpAnswer::from_sdp_string(joined["publisher_answer"].as_str().unwrap()).unwrap();
     publisher
@@ -294,4 +309,82 @@ async fn media_flows_between_two_participants_joined_through_signaling() {
         snapshot["participants"],
         json!([joined_a["participant_id"]])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_socket_drops_mid_call_resumes_and_media_flows_again() {
+    let node = spawn_node().await;
+    let app = spawn_app_with(AppOptions {
+        real_sfu: Some((format!("http://{}", node.http), TOKEN.to_owned())),
+        ..AppOptions::default()
+    })
+    .await;
+    let host = User::new("Ada");
+    let meeting = app.create_meeting(&host, json!({})).await;
+    let id = meeting["id"].as_str().unwrap().to_owned();
+    let token = app.room_token(&id, Some(&host), json!({})).await;
+    let (mut a, _, a_pub, a_sub) = join(&app.ws_url(), &token, true).await;
+    let peers =
+        tokio::task::spawn_blocking(move || run(vec![a_pub, a_sub], Duration::from_millis(1500)))
+            .await
+            .unwrap();
+    a.expect("track_published").await;
+
+    let bob = User::new("Bob");
+    let b_token = app.room_token(&id, Some(&bob), json!({})).await;
+    let (b, joined_b, b_pub, b_sub) = join(&app.ws_url(), &b_token, false).await;
+    assert_eq!(a.expect("participant_joined").await["seq"], 3);
+    let mut peers = peers;
+    peers.push(b_pub);
+    peers.push(b_sub);
+    let mut peers = tokio::task::spawn_blocking(move || run(peers, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert!(
+        peers[3].received_rtp > 50,
+        "B received {} packets before the drop",
+        peers[3].received_rtp
+    );
+
+    // B's network changes: the socket and both peer connections are gone.
+    drop(b);
+    peers.truncate(2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut b, resumed, b_pub, b_sub) = join_or_resume(
+        &app.ws_url(),
+        &b_token,
+        false,
+        Some(&joined_b["resume_token"]),
+    )
+    .await;
+    assert_eq!(resumed["participant_id"], joined_b["participant_id"]);
+    assert_eq!(
+        resumed["subscriber_offer"]["tracks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "A's video again"
+    );
+    peers.push(b_pub);
+    peers.push(b_sub);
+    let peers = tokio::task::spawn_blocking(move || run(peers, Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert!(
+        peers[3].received_rtp > 50,
+        "B received {} packets after resuming",
+        peers[3].received_rtp
+    );
+
+    // Nobody saw B leave: up to B's chat, A saw no `participant_left`.
+    b.send(json!({"v": 1, "type": "chat", "text": "back"}))
+        .await;
+    loop {
+        let message = a.next().await.expect("open");
+        assert_ne!(message["type"], "participant_left", "{message}");
+        if message["type"] == "chat" {
+            break;
+        }
+    }
 }
