@@ -311,8 +311,8 @@ pub struct AppOptions {
     pub grace: Duration,
     pub db: Option<(Db, BackendConfig)>,
     pub sfu: Option<Arc<FakeSfu>>,
-    /// A real SFU node's control URL and token, instead of the fake.
-    pub real_sfu: Option<(String, String)>,
+    /// Real SFU nodes' control URLs and their token, instead of the fake.
+    pub real_sfu: Option<(Vec<String>, String)>,
     /// The fake SFU nodes' URLs (default: one).
     pub nodes: Vec<String>,
 }
@@ -352,8 +352,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     }
     let sfu = options.sfu.unwrap_or_else(FakeSfu::new);
     let real = options.real_sfu.is_some();
-    if let Some((url, token)) = options.real_sfu {
-        config.sfu_urls = vec![url];
+    if let Some((urls, token)) = options.real_sfu {
+        config.sfu_urls = urls;
         config.sfu_token = Some(Secret::new(token));
     }
     let shutdown = CancellationToken::new();

@@ -2,7 +2,7 @@
 //! goes through signaling to the node's control API, the node's events come back
 //! through signaling, and media flows between the peers through the node.
 
-use crate::helpers::{AppOptions, Client, User, spawn_app_with};
+use crate::helpers::{AppOptions, Backend, Client, User, fresh_db, spawn_app_with, unique};
 use proto::media::TrackSource;
 use serde_json::{Value, json};
 use servicekit::Secret;
@@ -230,7 +230,7 @@ async fn join_or_resume(
 async fn media_flows_between_two_participants_joined_through_signaling() {
     let node = spawn_node().await;
     let app = spawn_app_with(AppOptions {
-        real_sfu: Some((format!("http://{}", node.http), TOKEN.to_owned())),
+        real_sfu: Some((vec![format!("http://{}", node.http)], TOKEN.to_owned())),
         ..AppOptions::default()
     })
     .await;
@@ -315,7 +315,7 @@ async fn media_flows_between_two_participants_joined_through_signaling() {
 async fn a_client_whose_socket_drops_mid_call_resumes_and_media_flows_again() {
     let node = spawn_node().await;
     let app = spawn_app_with(AppOptions {
-        real_sfu: Some((format!("http://{}", node.http), TOKEN.to_owned())),
+        real_sfu: Some((vec![format!("http://{}", node.http)], TOKEN.to_owned())),
         ..AppOptions::default()
     })
     .await;
@@ -387,4 +387,120 @@ async fn a_client_whose_socket_drops_mid_call_resumes_and_media_flows_again() {
             break;
         }
     }
+}
+
+async fn room_on(node: &Node, room: &str) -> Option<Value> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/v1/rooms/{room}", node.http))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    if response.status().is_success() {
+        Some(response.json().await.unwrap())
+    } else {
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_and_two_nodes_share_rooms_and_spread_them() {
+    let nodes = [spawn_node().await, spawn_node().await];
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
+    let prefix = format!("{}:", unique("test"));
+    let db = fresh_db(Backend::Postgres).await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(
+            spawn_app_with(AppOptions {
+                real_sfu: Some((urls.clone(), TOKEN.to_owned())),
+                redis_prefix: Some(prefix.clone()),
+                db: Some(db.clone()),
+                ..AppOptions::default()
+            })
+            .await,
+        );
+    }
+    let host = User::new("Ada");
+    let first = replicas[0].create_meeting(&host, json!({})).await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let token = replicas[0]
+        .room_token(&first_id, Some(&host), json!({}))
+        .await;
+    let (mut a, joined_a, a_pub, a_sub) = join(&replicas[0].ws_url(), &token, true).await;
+    let peers =
+        tokio::task::spawn_blocking(move || run(vec![a_pub, a_sub], Duration::from_millis(1500)))
+            .await
+            .unwrap();
+    let published = a.expect("track_published").await;
+
+    // Bob joins the same room through the other replica.
+    let bob = User::new("Bob");
+    let token = replicas[1]
+        .room_token(&first_id, Some(&bob), json!({}))
+        .await;
+    let (mut b, joined_b, b_pub, b_sub) = join(&replicas[1].ws_url(), &token, false).await;
+    assert_eq!(joined_b["participants"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        a.expect("participant_joined").await["participant"]["participant_id"],
+        joined_b["participant_id"]
+    );
+    let mut peers = peers;
+    peers.push(b_pub);
+    peers.push(b_sub);
+    let peers = tokio::task::spawn_blocking(move || run(peers, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert!(
+        peers[3].received_rtp > 50,
+        "B received {} packets across replicas",
+        peers[3].received_rtp
+    );
+
+    // The room lives on exactly one node.
+    let on: Vec<usize> =
+        futures_util::future::join_all(nodes.iter().map(|n| room_on(n, &first_id)))
+            .await
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().map(|_| i))
+            .collect();
+    assert_eq!(on.len(), 1, "the room is on one node");
+    let busy = on[0];
+
+    // A new room goes to the other, idle node.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = replicas[1].create_meeting(&host, json!({})).await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let token = replicas[1]
+        .room_token(&second_id, Some(&host), json!({}))
+        .await;
+    let (_c, _, _c_pub, _c_sub) = join(&replicas[1].ws_url(), &token, false).await;
+    assert!(
+        room_on(&nodes[1 - busy], &second_id).await.is_some(),
+        "the second room is on the idle node"
+    );
+    assert!(room_on(&nodes[busy], &second_id).await.is_none());
+
+    // Mute and leave are seen by both replicas' clients in one order.
+    b.send(json!({"v": 1, "type": "chat", "text": "hi"})).await;
+    let chat_a = a.expect("chat").await;
+    let chat_b = b.expect("chat").await;
+    assert_eq!(chat_a["seq"], chat_b["seq"]);
+    a.send(
+        json!({"v": 1, "type": "mute", "track_id": published["track"]["track_id"], "muted": true}),
+    )
+    .await;
+    let muted_a = a.expect("track_muted").await;
+    let muted_b = b.expect("track_muted").await;
+    assert_eq!(
+        (muted_a["seq"].clone(), muted_a["participant_id"].clone()),
+        (muted_b["seq"].clone(), joined_a["participant_id"].clone())
+    );
+    b.send(json!({"v": 1, "type": "leave"})).await;
+    assert_eq!(
+        a.expect("participant_left").await["participant_id"],
+        joined_b["participant_id"]
+    );
+    drop(peers);
 }
