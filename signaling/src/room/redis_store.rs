@@ -258,10 +258,17 @@ impl RoomStore for RedisStore {
             let mut sink = self.inner.sink.lock().await;
             let (receiver, first) = self.inner.hub.subscribe(room);
             if first {
-                let Some(sink) = sink.as_mut() else {
-                    return Err(StoreError("redis pub/sub is reconnecting".into()));
+                let subscribed = match sink.as_mut() {
+                    Some(sink) => {
+                        timed(sink.subscribe(events_channel(&self.inner.prefix, room))).await
+                    }
+                    None => Err(StoreError("redis pub/sub is reconnecting".into())),
                 };
-                timed(sink.subscribe(events_channel(&self.inner.prefix, room))).await?;
+                if let Err(err) = subscribed {
+                    // The next subscriber must try again, not trust a channel that never was.
+                    self.inner.hub.forget(room);
+                    return Err(err);
+                }
             }
             Ok(receiver)
         })

@@ -122,6 +122,11 @@ impl Hub {
         }
     }
 
+    /// Forget one room's channel (its subscription could not be set up).
+    pub(crate) fn forget(&self, room: &RoomId) {
+        self.lock().remove(room);
+    }
+
     /// Forget rooms nobody here listens to any more; returns them.
     pub(crate) fn sweep(&self) -> Vec<RoomId> {
         let mut rooms = self.lock();
