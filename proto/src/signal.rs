@@ -38,6 +38,10 @@ pub enum ClientMessage {
         tracks: Vec<TrackDeclaration>,
         #[serde(default)]
         resume: Option<String>,
+        /// Receive every track in the room without asking (the default); `false`:
+        /// only the tracks asked for with [`ClientMessage::Subscribe`].
+        #[serde(default)]
+        auto_subscribe: Option<bool>,
     },
     /// Renegotiate the publisher connection (a track added or removed).
     PublishOffer {

@@ -357,6 +357,7 @@ impl Me {
 /// The join request, as sent.
 struct JoinAsk {
     token: String,
+    auto_subscribe: bool,
     publisher_offer: String,
     tracks: Vec<TrackDeclaration>,
     resume: Option<String>,
@@ -410,9 +411,11 @@ where
                 publisher_offer,
                 tracks,
                 resume,
+                auto_subscribe,
             } => {
                 let ask = JoinAsk {
                     token,
+                    auto_subscribe: auto_subscribe.unwrap_or(true),
                     publisher_offer,
                     tracks,
                     resume,
@@ -643,7 +646,7 @@ where
         participant: claims.participant_id,
         publisher_offer: ask.publisher_offer,
         tracks: ask.tracks,
-        auto_subscribe: claims.grants.can_subscribe,
+        auto_subscribe: claims.grants.can_subscribe && ask.auto_subscribe,
     };
     let created = match live.sfu().create_session(&node, request).await {
         Ok(created) => created,
@@ -761,7 +764,7 @@ where
             participant,
             publisher_offer: ask.publisher_offer,
             tracks: ask.tracks,
-            auto_subscribe: claims.grants.can_subscribe,
+            auto_subscribe: claims.grants.can_subscribe && ask.auto_subscribe,
         };
         let created = live.sfu().create_session(&node, request).await;
         if created.is_ok() {

@@ -545,3 +545,27 @@ async fn bad_input_is_counted_and_a_plain_get_on_rtc_is_a_json_error() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "malformed_body");
 }
+
+#[tokio::test]
+async fn a_client_may_ask_to_subscribe_manually() {
+    let app = spawn_app().await;
+    let (host, meeting) = meeting(&app, json!({})).await;
+    let token = app.room_token(id(&meeting), Some(&host), json!({})).await;
+    let mut client = Client::connect(&app.ws_url()).await;
+    client
+        .send(json!({"v": 1, "type": "join", "token": token, "publisher_offer": "o", "auto_subscribe": false}))
+        .await;
+    client.expect("joined").await;
+    let create = app.sfu.calls().into_iter().find_map(|c| match c {
+        SfuCall::Create(create) => Some(create),
+        _ => None,
+    });
+    assert!(!create.unwrap().auto_subscribe);
+    let track = TrackId::new();
+    client
+        .send(json!({"v": 1, "type": "subscribe", "track_id": track, "max_height": 360}))
+        .await;
+    client.send(json!({"v": 1, "type": "ping"})).await;
+    client.expect("pong").await;
+    assert!(app.sfu.calls().iter().any(|c| matches!(c, SfuCall::Subscription(_, s) if s.track_id == track && s.max_height == Some(360))));
+}
