@@ -641,6 +641,17 @@ where
     };
     let node = state.node.clone().unwrap_or(node);
     live.ensure_consumer(&node);
+    let rejoined = existing
+        .as_ref()
+        .is_some_and(|r| r.participants.contains_key(&claims.participant_id));
+    if rejoined {
+        // The same participant joining again without resuming (a reload): its old
+        // media session goes, a new one comes.
+        let _ = live
+            .sfu()
+            .delete_session(&node, claims.participant_id)
+            .await;
+    }
     let request = CreateSession {
         room: room.clone(),
         participant: claims.participant_id,

@@ -569,3 +569,28 @@ async fn a_client_may_ask_to_subscribe_manually() {
     client.expect("pong").await;
     assert!(app.sfu.calls().iter().any(|c| matches!(c, SfuCall::Subscription(_, s) if s.track_id == track && s.max_height == Some(360))));
 }
+
+#[tokio::test]
+async fn joining_again_with_the_same_token_replaces_the_first_connection() {
+    let app = spawn_app().await;
+    let (host, meeting) = meeting(&app, json!({})).await;
+    let token = app.room_token(id(&meeting), Some(&host), json!({})).await;
+    let mut first = Client::connect(&app.ws_url()).await;
+    let joined = first.join(&token).await;
+    let mut second = Client::connect(&app.ws_url()).await;
+    let again = second.join(&token).await;
+    assert_eq!(again["participant_id"], joined["participant_id"]);
+    assert_eq!(again["participants"].as_array().unwrap().len(), 1);
+    first.drain().await; // closed: another connection holds the participant
+    let participant: proto::ids::ParticipantId =
+        joined["participant_id"].as_str().unwrap().parse().unwrap();
+    let calls = app.sfu.calls();
+    let creates = calls
+        .iter()
+        .filter(|c| matches!(c, SfuCall::Create(_)))
+        .count();
+    assert_eq!(creates, 2);
+    assert!(calls.contains(&SfuCall::Delete(participant)));
+    second.send(json!({"v": 1, "type": "ping"})).await;
+    second.expect("pong").await;
+}
