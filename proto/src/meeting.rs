@@ -53,6 +53,30 @@ impl Default for MeetingSettings {
     }
 }
 
+/// Most occurrences a recurring meeting may have.
+pub const MAX_OCCURRENCES: u32 = 52;
+
+/// How often a meeting repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frequency {
+    Daily,
+    /// Monday to Friday.
+    Weekdays,
+    Weekly,
+}
+
+/// A meeting that repeats `count` times (the first included), at the same wall-clock
+/// time in the meeting's time zone (so it follows daylight-saving changes). Every
+/// occurrence uses the same join code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recurrence {
+    pub frequency: Frequency,
+    /// 2 to [`MAX_OCCURRENCES`].
+    pub count: u32,
+}
+
 /// A partial update of [`MeetingSettings`]: absent fields keep their value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettingsPatch {
@@ -85,6 +109,9 @@ pub struct CreateMeeting {
     pub invitees: Vec<String>,
     #[serde(default)]
     pub settings: Option<MeetingSettings>,
+    /// Repeat the meeting (scheduled meetings only).
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
 }
 
 /// `PATCH /api/v1/meetings/{id}` (host only): absent fields keep their value;
@@ -106,6 +133,9 @@ pub struct UpdateMeeting {
     pub invitees: Option<Vec<String>>,
     #[serde(default)]
     pub settings: Option<SettingsPatch>,
+    /// Set (or change) how the meeting repeats.
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +177,12 @@ pub struct Meeting {
     /// Shown to the host only; empty for everyone else.
     pub invitees: Vec<String>,
     pub settings: MeetingSettings,
+    /// How the meeting repeats, if it does.
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
+    /// Start of every occurrence (one for a meeting that does not repeat).
+    #[serde(default)]
+    pub occurrences: Vec<String>,
     /// When the room was first joined.
     pub started_at: Option<String>,
     /// When the room last emptied or was ended.

@@ -3,12 +3,14 @@
 
 use crate::clock;
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{Datelike, Duration, Weekday};
 use chrono_tz::Tz;
 use proto::ErrorCode;
 use proto::ids::{MeetingId, UserId};
 use proto::meeting::{
-    DEFAULT_DURATION_MINUTES, MAX_DISPLAY_NAME_CHARS, MAX_DURATION_MINUTES, MAX_INVITEES,
-    MAX_PARTICIPANTS_LIMIT, MAX_TITLE_CHARS, Meeting, MeetingKind, MeetingSettings, MeetingStatus,
+    DEFAULT_DURATION_MINUTES, Frequency, MAX_DISPLAY_NAME_CHARS, MAX_DURATION_MINUTES,
+    MAX_INVITEES, MAX_OCCURRENCES, MAX_PARTICIPANTS_LIMIT, MAX_TITLE_CHARS, Meeting, MeetingKind,
+    MeetingSettings, MeetingStatus, Recurrence,
 };
 use servicekit::ApiError;
 
@@ -25,6 +27,7 @@ pub struct MeetingRecord {
     pub ends_at: i64,
     pub time_zone: String,
     pub settings: MeetingSettings,
+    pub recurrence: Option<Recurrence>,
     pub invitees: Vec<String>,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
@@ -44,6 +47,18 @@ impl MeetingRecord {
     pub fn is_invited(&self, email: &str) -> bool {
         let email = email.trim().to_ascii_lowercase();
         self.invitees.contains(&email)
+    }
+
+    /// Start of every occurrence, Unix ms (just `starts_at` when it does not repeat).
+    pub fn occurrences(&self) -> Vec<i64> {
+        let tz: Tz = self.time_zone.parse().unwrap_or(Tz::UTC);
+        occurrences(self.starts_at, tz, self.recurrence)
+    }
+
+    /// When the last occurrence ends.
+    pub fn series_ends_at(&self) -> i64 {
+        let last = self.occurrences().last().copied().unwrap_or(self.starts_at);
+        last + (self.ends_at - self.starts_at)
     }
 
     /// Whether the meeting may still be joined.
@@ -71,6 +86,8 @@ impl MeetingRecord {
                 Vec::new()
             },
             settings: self.settings.clone(),
+            recurrence: self.recurrence,
+            occurrences: self.occurrences().into_iter().map(clock::rfc3339).collect(),
             started_at: self.started_at.map(clock::rfc3339),
             ended_at: self.ended_at.map(clock::rfc3339),
             created_at: clock::rfc3339(self.created_at),
@@ -241,6 +258,61 @@ pub fn parse_invitees(invitees: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+/// The starts of a series: the same wall-clock time in `tz` each day, weekday or week.
+/// A wall-clock time that does not exist on some day (clocks go forward) moves an
+/// hour later; one that happens twice takes the first.
+pub fn occurrences(starts_at: i64, tz: Tz, recurrence: Option<Recurrence>) -> Vec<i64> {
+    let Some(recurrence) = recurrence else {
+        return vec![starts_at];
+    };
+    let Some(first) = DateTime::<Utc>::from_timestamp_millis(starts_at) else {
+        return vec![starts_at];
+    };
+    let local = first.with_timezone(&tz).naive_local();
+    let mut out = vec![starts_at];
+    let mut day = local;
+    while out.len() < recurrence.count.min(MAX_OCCURRENCES) as usize {
+        day += match recurrence.frequency {
+            Frequency::Daily => Duration::days(1),
+            Frequency::Weekly => Duration::weeks(1),
+            Frequency::Weekdays => match day.weekday() {
+                Weekday::Fri => Duration::days(3),
+                Weekday::Sat => Duration::days(2),
+                _ => Duration::days(1),
+            },
+        };
+        let at = match tz.from_local_datetime(&day) {
+            LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => at,
+            LocalResult::None => match tz
+                .from_local_datetime(&(day + Duration::hours(1)))
+                .earliest()
+            {
+                Some(at) => at,
+                None => continue,
+            },
+        };
+        out.push(at.with_timezone(&Utc).timestamp_millis());
+    }
+    out
+}
+
+/// A recurrence: 2 to 52 occurrences, for scheduled meetings.
+pub fn check_recurrence(recurrence: &Recurrence, kind: MeetingKind) -> Result<(), ApiError> {
+    if kind == MeetingKind::Instant {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSchedule,
+            "only a scheduled meeting (with starts_at) may repeat",
+        ));
+    }
+    if !(2..=MAX_OCCURRENCES).contains(&recurrence.count) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSchedule,
+            "recurrence.count: between 2 and 52",
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_settings(settings: &MeetingSettings) -> Result<(), ApiError> {
     if !(2..=MAX_PARTICIPANTS_LIMIT).contains(&settings.max_participants) {
         return Err(ApiError::invalid_field(
@@ -296,6 +368,35 @@ mod tests {
         assert!(parse_end(start, Some(0), None, utc).is_err());
         assert!(parse_end(start, Some(1441), None, utc).is_err());
         assert!(parse_end(start, Some(10), Some("2026-12-01T10:00:00Z"), utc).is_err());
+    }
+
+    #[test]
+    fn occurrences_keep_the_wall_clock_time_across_daylight_saving() {
+        let paris = parse_time_zone("Europe/Paris").unwrap();
+        // Friday 2026-03-27 09:00 in Paris; clocks go forward on Sunday the 29th.
+        let start = parse_time("starts_at", "2026-03-27T09:00", paris).unwrap();
+        let weekdays = Recurrence {
+            frequency: Frequency::Weekdays,
+            count: 3,
+        };
+        let got: Vec<String> = occurrences(start, paris, Some(weekdays))
+            .into_iter()
+            .map(clock::rfc3339)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "2026-03-27T08:00:00Z",
+                "2026-03-30T07:00:00Z",
+                "2026-03-31T07:00:00Z"
+            ]
+        );
+        let weekly = Recurrence {
+            frequency: Frequency::Weekly,
+            count: 2,
+        };
+        assert_eq!(occurrences(start, paris, Some(weekly)).len(), 2);
+        assert_eq!(occurrences(start, paris, None), vec![start]);
     }
 
     #[test]

@@ -112,12 +112,6 @@ async fn create(
         body.ends_at.as_deref(),
         tz,
     )?;
-    if kind == MeetingKind::Scheduled && ends_at <= now {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSchedule,
-            "the meeting would already be over",
-        ));
-    }
     let default_title = match kind {
         MeetingKind::Instant => "Instant meeting",
         MeetingKind::Scheduled => "Meeting",
@@ -126,6 +120,9 @@ async fn create(
     let invitees = domain::parse_invitees(&body.invitees)?;
     let settings = body.settings.unwrap_or_default();
     domain::check_settings(&settings)?;
+    if let Some(recurrence) = &body.recurrence {
+        domain::check_recurrence(recurrence, kind)?;
+    }
     let mut record = MeetingRecord {
         id: MeetingId::new(),
         code: code::generate(),
@@ -137,12 +134,19 @@ async fn create(
         ends_at,
         time_zone: tz.name().to_owned(),
         settings,
+        recurrence: body.recurrence,
         invitees,
         started_at: None,
         ended_at: None,
         created_at: now,
         updated_at: now,
     };
+    if kind == MeetingKind::Scheduled && record.series_ends_at() <= now {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSchedule,
+            "the meeting would already be over",
+        ));
+    }
     let scheduled = outbox::event(
         record.id,
         MeetingEventBody::Scheduled {
@@ -250,6 +254,10 @@ async fn update(
         meeting.kind = MeetingKind::Scheduled;
     }
     meeting.time_zone = tz.name().to_owned();
+    if let Some(recurrence) = &body.recurrence {
+        domain::check_recurrence(recurrence, meeting.kind)?;
+        meeting.recurrence = Some(*recurrence);
+    }
     if let Some(invitees) = &body.invitees {
         meeting.invitees = domain::parse_invitees(invitees)?;
     }

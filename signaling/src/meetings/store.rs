@@ -12,7 +12,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "id, code, host_id, title, kind, status, starts_at, ends_at, time_zone, \
-     settings, started_at, ended_at, created_at, updated_at";
+     settings, recurrence, started_at, ended_at, created_at, updated_at";
 
 fn kind_str(kind: MeetingKind) -> &'static str {
     match kind {
@@ -40,6 +40,7 @@ fn from_row(row: &AnyRow) -> Result<MeetingRecord, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     let status: String = row.try_get("status")?;
     let settings: String = row.try_get("settings")?;
+    let recurrence: Option<String> = row.try_get("recurrence")?;
     Ok(MeetingRecord {
         id: id.parse().map_err(|_| decode_err("id"))?,
         code: row.try_get("code")?,
@@ -53,12 +54,22 @@ fn from_row(row: &AnyRow) -> Result<MeetingRecord, sqlx::Error> {
         ends_at: row.try_get("ends_at")?,
         time_zone: row.try_get("time_zone")?,
         settings: serde_json::from_str(&settings).map_err(|_| decode_err("settings"))?,
+        recurrence: match recurrence {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|_| decode_err("recurrence"))?),
+            None => None,
+        },
         invitees: Vec::new(),
         started_at: row.try_get("started_at")?,
         ended_at: row.try_get("ended_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+fn recurrence_json(record: &MeetingRecord) -> Option<String> {
+    record
+        .recurrence
+        .and_then(|r| serde_json::to_string(&r).ok())
 }
 
 fn settings_json(record: &MeetingRecord) -> String {
@@ -76,8 +87,9 @@ pub async fn insert(
     let mut tx = db.pool().begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO meetings (id, code, host_id, title, kind, status, starts_at, ends_at, \
-         duration_minutes, time_zone, settings, started_at, ended_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         duration_minutes, time_zone, settings, started_at, ended_at, created_at, updated_at, \
+         recurrence, series_ends_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(record.id.to_string())
     .bind(&record.code)
@@ -94,6 +106,8 @@ pub async fn insert(
     .bind(record.ended_at)
     .bind(record.created_at)
     .bind(record.updated_at)
+    .bind(recurrence_json(record))
+    .bind(record.series_ends_at())
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -137,7 +151,7 @@ pub async fn update(
     sqlx::query(
         "UPDATE meetings SET title = $2, status = $3, starts_at = $4, ends_at = $5, \
          duration_minutes = $6, time_zone = $7, settings = $8, started_at = $9, ended_at = $10, \
-         updated_at = $11 WHERE id = $1",
+         updated_at = $11, recurrence = $12, series_ends_at = $13 WHERE id = $1",
     )
     .bind(record.id.to_string())
     .bind(&record.title)
@@ -150,6 +164,8 @@ pub async fn update(
     .bind(record.started_at)
     .bind(record.ended_at)
     .bind(record.updated_at)
+    .bind(recurrence_json(record))
+    .bind(record.series_ends_at())
     .execute(&mut *tx)
     .await?;
     write_invitees(&mut tx, record).await?;
@@ -218,10 +234,10 @@ pub async fn list(
 ) -> Result<Vec<MeetingRecord>, sqlx::Error> {
     let filter = match when {
         When::Upcoming => {
-            "(status = 'live' OR (status = 'scheduled' AND ends_at >= $3)) ORDER BY starts_at ASC"
+            "(status = 'live' OR (status = 'scheduled' AND series_ends_at >= $3)) ORDER BY starts_at ASC"
         }
         When::Past => {
-            "(status IN ('ended', 'cancelled') OR (status = 'scheduled' AND ends_at < $3)) \
+            "(status IN ('ended', 'cancelled') OR (status = 'scheduled' AND series_ends_at < $3)) \
              ORDER BY starts_at DESC"
         }
     };

@@ -391,3 +391,73 @@ async fn meetings_work_the_same_on_sqlite() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_recurring_meeting_lists_its_occurrences_and_stays_upcoming_until_the_last() {
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let app = spawn_app_with(AppOptions {
+            backend,
+            ..AppOptions::default()
+        })
+        .await;
+        let host = User::new("Ada");
+        // Started yesterday, daily for a week: still upcoming.
+        let start = (chrono::Utc::now() - chrono::Duration::days(1))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let meeting = app
+            .create_meeting(
+                &host,
+                json!({"title": "Standup", "starts_at": start, "duration_minutes": 15,
+                                          "recurrence": {"frequency": "daily", "count": 7}}),
+            )
+            .await;
+        assert_eq!(
+            meeting["recurrence"],
+            json!({"frequency": "daily", "count": 7})
+        );
+        assert_eq!(meeting["occurrences"].as_array().unwrap().len(), 7);
+        assert_eq!(meeting["occurrences"][0], meeting["starts_at"]);
+        let (_, upcoming) = app
+            .request(Method::GET, "/api/v1/meetings", Some(&host), None)
+            .await;
+        assert_eq!(
+            upcoming["meetings"].as_array().unwrap().len(),
+            1,
+            "{backend:?}"
+        );
+        let path = format!("/api/v1/meetings/{}", meeting["id"].as_str().unwrap());
+        let (status, updated) = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(&host),
+                Some(json!({"recurrence": {"frequency": "weekly", "count": 2}})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(updated["occurrences"].as_array().unwrap().len(), 2);
+        for bad in [
+            json!({"recurrence": {"frequency": "daily", "count": 1}}),
+            json!({"recurrence": {"frequency": "daily", "count": 53}}),
+            json!({"recurrence": {"frequency": "hourly", "count": 3}}),
+        ] {
+            let (status, _) = app
+                .request(Method::PATCH, &path, Some(&host), Some(bad.clone()))
+                .await;
+            assert!(status == 422 || status == 400, "{bad}: {status}");
+        }
+        let (status, answer) = app
+            .request(
+                Method::POST,
+                "/api/v1/meetings",
+                Some(&host),
+                Some(json!({"recurrence": {"frequency": "daily", "count": 3}})),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("invalid_schedule"))
+        );
+    }
+}
