@@ -42,7 +42,8 @@ use proto::sfu::{
     SpeakerLevel, SubscribedTrack, SubscriberOffer, TrackDeclaration,
 };
 use speaker::SpeakerDetector;
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
@@ -137,6 +138,7 @@ struct Peer {
     role: PeerRole,
     /// When this `Rtc` next wants `Input::Timeout`.
     timeout: Instant,
+
     ufrag: String,
 }
 
@@ -288,6 +290,10 @@ pub struct Sfu {
     stats: SfuStats,
     /// Reused buffer of subscriber ids while routing one packet.
     scratch: Vec<ParticipantId>,
+    /// Every peer's next timeout, earliest first. Entries go stale when a peer's
+    /// timeout moves; they are skipped when popped (cheaper than a scan of all
+    /// peers on every wake-up).
+    timeouts: BinaryHeap<Reverse<(Instant, PeerKey)>>,
 }
 
 impl Sfu {
@@ -308,6 +314,7 @@ impl Sfu {
             next_quality: now + QUALITY_EVERY,
             stats: SfuStats::default(),
             scratch: Vec::new(),
+            timeouts: BinaryHeap::new(),
         }
     }
 
@@ -362,10 +369,11 @@ impl Sfu {
 
     /// When the core next needs [`Sfu::handle_timeout`].
     pub fn poll_timeout(&self) -> Instant {
-        self.peers
-            .values()
-            .map(|p| p.timeout)
-            .fold(self.next_tick.min(self.next_quality), Instant::min)
+        let periodic = self.next_tick.min(self.next_quality);
+        match self.timeouts.peek() {
+            Some(Reverse((at, _))) => periodic.min(*at),
+            None => periodic,
+        }
     }
 
     // ----------------------------------------------------------------------------
@@ -421,12 +429,17 @@ impl Sfu {
 
     /// Time has passed: drive every `Rtc` that asked for it, and the periodic work.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.timeout <= now)
-            .map(|(k, _)| *k)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(Reverse((at, key))) = self.timeouts.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timeouts.pop();
+            // Stale entries (the peer moved its timeout, or is gone) are skipped.
+            if self.peers.get(&key).is_some_and(|p| p.timeout <= now) && !due.contains(&key) {
+                due.push(key);
+            }
+        }
         for key in due {
             self.feed(now, key, Input::Timeout(now));
         }
@@ -599,6 +612,26 @@ impl Sfu {
         for track in stopped {
             participant.subscriptions.remove(&track);
         }
+        // Forwarded video is already paced by its publisher's encoder; pacing it
+        // again would cost a timer wake-up per packet per subscriber. The
+        // estimator still runs on the transport-wide feedback.
+        let opened: Vec<Mid> = participant
+            .subscriptions
+            .values()
+            .filter_map(|sub| match sub.state {
+                OutState::Open(mid) => Some(mid),
+                _ => None,
+            })
+            .collect();
+        let _ = self.with_rtc(now, key, |rtc| {
+            let mut api = rtc.direct_api();
+            for mid in opened {
+                if let Some(stream) = api.stream_tx_by_mid(mid, None) {
+                    stream.set_unpaced(true);
+                }
+            }
+            Ok(())
+        });
         self.select_layers(now, pid);
         self.renegotiate(now, pid);
         self.process(now);
@@ -724,6 +757,7 @@ impl Sfu {
             rtc.sdp_api().ice_restart(true);
             Ok(())
         })?;
+        self.refresh_ufrag(key);
         let offer = self.make_subscriber_offer_inner(now, pid, false, true)?;
         self.process(now);
         offer.ok_or(SfuError::SessionFailed)
@@ -771,6 +805,7 @@ impl Sfu {
         let key = self.next_peer;
         self.next_peer += 1;
         self.by_ufrag.insert(creds.ufrag.clone(), key);
+        self.timeouts.push(Reverse((now, key)));
         self.peers.insert(
             key,
             Peer {
@@ -797,20 +832,13 @@ impl Sfu {
         };
         let transmits = &mut self.transmits;
         let events = &mut self.rtc_events;
+        let timeouts = &mut self.timeouts;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let value = f(&mut peer.rtc);
-            drain(key, peer, transmits, events).map(|()| value)
+            drain(key, peer, transmits, events, timeouts).map(|()| value)
         }));
         match outcome {
-            Ok(Ok(value)) => {
-                let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
-                if ufrag != peer.ufrag {
-                    self.by_ufrag.remove(&peer.ufrag);
-                    self.by_ufrag.insert(ufrag.clone(), key);
-                    peer.ufrag = ufrag;
-                }
-                value
-            }
+            Ok(Ok(value)) => value,
             Ok(Err(err)) => {
                 let participant = peer.participant;
                 tracing::warn!(%participant, error = %err, "session failed");
@@ -823,6 +851,20 @@ impl Sfu {
                 self.fail_participant(now, participant, "internal error".to_owned());
                 Err(SfuError::SessionFailed)
             }
+        }
+    }
+
+    /// SDP operations can change a peer's local ICE credentials (an ICE
+    /// restart): keep the ufrag → peer map current. Not on the hot path.
+    fn refresh_ufrag(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != peer.ufrag {
+            self.by_ufrag.remove(&peer.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), key);
+            peer.ufrag = ufrag;
         }
     }
 
@@ -1348,13 +1390,14 @@ impl Sfu {
             .ext_vals(ext.clone());
             let transmits = &mut self.transmits;
             let events = &mut self.rtc_events;
+            let timeouts = &mut self.timeouts;
             let written = catch_unwind(AssertUnwindSafe(|| {
                 let mut api = peer.rtc.direct_api();
                 let Some(stream) = api.stream_tx_by_mid(mid, None) else {
                     return Ok(false);
                 };
                 stream.write_rtp(write);
-                drain(subscriber_key, peer, transmits, events).map(|()| true)
+                drain(subscriber_key, peer, transmits, events, timeouts).map(|()| true)
             }));
             match written {
                 Ok(Ok(true)) => {
@@ -1731,11 +1774,15 @@ fn drain(
     peer: &mut Peer,
     transmits: &mut VecDeque<Transmit>,
     events: &mut VecDeque<(PeerKey, Event)>,
+    timeouts: &mut BinaryHeap<Reverse<(Instant, PeerKey)>>,
 ) -> Result<(), RtcError> {
     loop {
         match peer.rtc.poll_output()? {
             Output::Timeout(at) => {
-                peer.timeout = at;
+                if at != peer.timeout {
+                    peer.timeout = at;
+                    timeouts.push(Reverse((at, key)));
+                }
                 return Ok(());
             }
             Output::Transmit(t) => transmits.push_back(Transmit {
