@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error_code;
+pub mod event;
 pub mod ids;
 pub mod media;
 pub mod meeting;

@@ -275,6 +275,21 @@ impl AmqpLink {
         Ok(link)
     }
 
+    /// A link that is not connected yet: the supervisor connects in the background
+    /// (with backoff) until `shutdown`. For workers that must start while the broker
+    /// is down, such as the outbox relay.
+    pub fn connect_lazy(url: &Secret<String>, shutdown: CancellationToken) -> AmqpLink {
+        let link = AmqpLink {
+            inner: Arc::new(AmqpInner {
+                url: url.clone(),
+                connected: AtomicBool::new(false),
+                connection: tokio::sync::RwLock::new(None),
+            }),
+        };
+        tokio::spawn(link.clone().supervise(shutdown));
+        link
+    }
+
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::Relaxed)
     }

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod backends;
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod extract;
