@@ -171,6 +171,13 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
     let db = deps
         .db
         .ok_or_else(|| StartError::other("auth needs a database"))?;
+    // The outbox relay (issue 10): RabbitMQ when configured, else the in-process bus.
+    servicekit::bus::spawn_relay(
+        db.clone(),
+        servicekit::bus::for_link(deps.amqp.clone()),
+        servicekit::bus::RelayConfig::new(proto::event::USER_EVENTS),
+        shutdown.clone(),
+    );
     build_with(config, db, deps.redis, deps.readiness, shutdown).await
 }
 

@@ -136,7 +136,7 @@ pub async fn build_with(
         Needs {
             database: parts.db.is_none(),
             redis: true,
-            amqp: false,
+            amqp: true,
         },
         shutdown.clone(),
     )
@@ -151,6 +151,13 @@ pub async fn build_with(
         (None, None) => return Err(StartError::other("signaling needs a database")),
     };
     db.migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE).await?;
+    // The outbox relay (issue 10): RabbitMQ when configured, else the in-process bus.
+    servicekit::bus::spawn_relay(
+        db.clone(),
+        servicekit::bus::for_link(deps.amqp.clone()),
+        servicekit::bus::RelayConfig::new(proto::event::MEETING_EVENTS),
+        shutdown.clone(),
+    );
     let rooms: Arc<dyn RoomStore> = match (&config.backends.redis_url, &deps.redis) {
         (Some(url), Some(conn)) => Arc::new(
             RedisStore::connect(url, &config.redis_prefix, conn.clone(), shutdown.clone())
