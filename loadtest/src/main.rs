@@ -103,6 +103,11 @@ struct Cli {
     /// A name for this scenario in the report.
     #[arg(long, default_value = "scenario")]
     name: String,
+    /// Lean receivers: count media from the clear RTP header without decrypting
+    /// it (no NACK or feedback from receivers). For measuring the SFU's raw
+    /// forwarding cost when the load generator would otherwise be the bottleneck.
+    #[arg(long)]
+    lean_receivers: bool,
     /// No progress bar (CI logs).
     #[arg(long)]
     quiet: bool,
@@ -137,6 +142,7 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
         delay_ms: cli.delay_ms,
         jitter_ms: cli.jitter_ms,
         bandwidth_kbps: cli.bandwidth_kbps,
+        lean_receivers: cli.lean_receivers,
     }
 }
 
@@ -228,6 +234,7 @@ async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
                 epoch,
                 Impairment::new(impairment, 0x9e37_79b9 ^ index as u64),
                 live.clone(),
+                cli.lean_receivers,
             )
             .await?;
             let (offer, tracks) = participant.publisher_offer();

@@ -117,6 +117,12 @@ pub struct Participant {
     first_media_at: Option<Instant>,
     live: Arc<LiveCounters>,
     pub sfu_addrs: Vec<SocketAddr>,
+    /// Lean receiving: once connected, media is read from the clear RTP header
+    /// (sequence number, timestamp) without decrypting or feeding str0m, so one
+    /// load-generator core can outpace the SFU. No NACK, no feedback.
+    lean: bool,
+    /// Extended-sequence state per incoming SSRC in lean mode.
+    lean_seq: HashMap<u32, (u16, u64)>,
 }
 
 impl Participant {
@@ -126,6 +132,7 @@ impl Participant {
         epoch: Instant,
         impairment: Impairment,
         live: Arc<LiveCounters>,
+        lean: bool,
     ) -> anyhow::Result<Participant> {
         let pub_socket = UdpSocket::bind("127.0.0.1:0").await?;
         let sub_socket = UdpSocket::bind("127.0.0.1:0").await?;
@@ -164,6 +171,8 @@ impl Participant {
             first_media_at: None,
             live,
             sfu_addrs: Vec::new(),
+            lean,
+            lean_seq: HashMap::new(),
         })
     }
 
@@ -349,6 +358,10 @@ impl Participant {
         delayed: &mut std::collections::VecDeque<(Instant, bool, Vec<u8>, SocketAddr)>,
     ) {
         let now = Instant::now();
+        if self.lean && !publisher && self.subscriber.is_connected() && self.record_lean(&data, now)
+        {
+            return;
+        }
         match self.impairment.admit(now, data.len()) {
             None => {}
             Some(at) if at <= now && delayed.is_empty() => {
@@ -444,6 +457,64 @@ impl Participant {
             .entry((wire_id, layer))
             .or_default()
             .record(seq, latency_us, now, payload.len());
+    }
+
+    /// Lean mode: count an SRTP media packet from its clear header. Returns
+    /// false for anything that is not RTP media (STUN, DTLS, RTCP), which then
+    /// goes to str0m as usual.
+    fn record_lean(&mut self, data: &[u8], now: Instant) -> bool {
+        if data.len() < 12 || data[0] >> 6 != 2 {
+            return false;
+        }
+        let pt = data[1] & 0x7f;
+        // RTCP packet types 200-206 show up as PT 72-78 with the marker bit.
+        if (72..=78).contains(&pt) {
+            return false;
+        }
+        let seq = u16::from_be_bytes([data[2], data[3]]);
+        let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        let clock = self
+            .subscriber
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| *p.pt() == pt)
+            .map(|p| {
+                if p.spec().codec == Codec::Opus {
+                    48_000.0
+                } else {
+                    90_000.0
+                }
+            })
+            .unwrap_or(90_000.0);
+        let entry = self.lean_seq.entry(ssrc).or_insert((seq, u64::from(seq)));
+        let (last, ext) = *entry;
+        let delta = seq.wrapping_sub(last) as i16;
+        let extended = (ext as i64 + i64::from(delta)).max(0) as u64;
+        if delta > 0 {
+            *entry = (seq, extended);
+        }
+        // The publisher stamps RTP time from the shared epoch; the SFU keeps it
+        // until a layer switch shifts it, so this is latency within a frame gap.
+        let now_ticks =
+            (now.saturating_duration_since(self.epoch).as_secs_f64() * clock) as u64 as u32;
+        let latency_us = (f64::from(now_ticks.wrapping_sub(timestamp)) / clock * 1e6) as u64;
+        let latency_us = if latency_us > 10_000_000 {
+            0
+        } else {
+            latency_us
+        };
+        if self.first_media_at.is_none() {
+            self.first_media_at = Some(now);
+        }
+        self.live.received.fetch_add(1, Ordering::Relaxed);
+        let tag = if clock == 48_000.0 { b'a' } else { b'v' };
+        self.rx
+            .entry((ssrc, tag))
+            .or_default()
+            .record(extended, latency_us, now, data.len());
+        true
     }
 
     fn send_media(&mut self, now: Instant) {

@@ -19,6 +19,8 @@ pub struct Scenario {
     pub delay_ms: u64,
     pub jitter_ms: u64,
     pub bandwidth_kbps: Option<u64>,
+    /// Receivers read clear RTP headers only (see `--lean-receivers`).
+    pub lean_receivers: bool,
 }
 
 /// One second of the measured window.

@@ -22,6 +22,7 @@ pub struct SfuMetrics {
     layer_switches: Counter,
     data_relayed: Counter,
     sessions_failed: Counter,
+    timer_wakeups: Counter,
     rooms: Gauge,
     participants: Gauge,
     tracks: Gauge,
@@ -31,7 +32,7 @@ pub struct SfuMetrics {
 impl SfuMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = Self::default();
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             (
                 "sfu_datagrams_received",
                 "UDP datagrams received on the media port",
@@ -96,6 +97,11 @@ impl SfuMetrics {
                 "sfu_sessions_failed",
                 "Participant sessions closed by an error or timeout",
                 &m.sessions_failed,
+            ),
+            (
+                "sfu_timer_wakeups",
+                "Session timers served",
+                &m.timer_wakeups,
             ),
         ];
         for (name, help, counter) in counters {
@@ -163,6 +169,7 @@ impl SfuMetrics {
             before.sessions_failed,
             now.sessions_failed,
         );
+        add(&self.timer_wakeups, before.timer_wakeups, now.timer_wakeups);
     }
 
     pub fn set_load(&self, load: &NodeLoad) {

@@ -128,6 +128,8 @@ pub struct SfuStats {
     pub layer_switches: u64,
     pub data_messages_relayed: u64,
     pub sessions_failed: u64,
+    /// `Rtc` timers served (str0m asks for them; each is a pass over a session).
+    pub timer_wakeups: u64,
 }
 
 type PeerKey = u64;
@@ -440,6 +442,7 @@ impl Sfu {
                 due.push(key);
             }
         }
+        self.stats.timer_wakeups += due.len() as u64;
         for key in due {
             self.feed(now, key, Input::Timeout(now));
         }
