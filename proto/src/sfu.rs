@@ -13,7 +13,7 @@
 //! | `POST /v1/sessions/{participant}/candidate` | [`RemoteCandidate`] | 204 |
 //! | `POST /v1/sessions/{participant}/subscription` | [`SetSubscription`] | 204 |
 //! | `POST /v1/sessions/{participant}/mute` | [`MuteTrack`] | 204 |
-//! | `POST /v1/sessions/{participant}/ice-restart` | — | [`SessionCreated`] (new SDP for both) |
+//! | `POST /v1/sessions/{participant}/ice-restart` | — | [`SubscriberOffer`] (the client restarts its publisher connection with a new offer itself) |
 //! | `DELETE /v1/sessions/{participant}` | — | 204 |
 //! | `GET /v1/rooms/{room}` | — | [`RoomSnapshot`] |
 //! | `GET /v1/events` | — | server-sent events, each a JSON [`SfuEvent`] |

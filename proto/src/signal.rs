@@ -140,8 +140,8 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         publisher_answer: String,
         subscriber_offer: SubscriberOffer,
-        /// The room sequence number at the time of the snapshot.
-        seq: u64,
+        // The room sequence number of the snapshot travels in the envelope's
+        // `seq` (a field here too would clash with it when parsing).
         locked: bool,
     },
     /// Waiting for the host to admit you (lobby).
@@ -233,6 +233,26 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(serde_json::from_str::<ClientEnvelope>(r#"{"v":1,"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn joined_round_trips_with_its_snapshot_sequence_in_the_envelope() {
+        let env = ServerEnvelope {
+            v: PROTOCOL_VERSION,
+            seq: Some(42),
+            message: ServerMessage::Joined {
+                participant_id: ParticipantId::new(),
+                resume_token: "r".into(),
+                room: "room".into(),
+                participants: vec![],
+                publisher_answer: "a".into(),
+                subscriber_offer: SubscriberOffer { sdp: "o".into(), tracks: vec![] },
+                locked: false,
+            },
+        };
+        let json = serde_json::to_string(&env).unwrap();
+        let back: ServerEnvelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, env);
     }
 
     #[test]

@@ -827,16 +827,19 @@ async fn send_joined<Tx: Sink<Outbound> + Unpin>(
     resume_token: String,
     created: SessionCreated,
 ) {
-    conn.send(ServerMessage::Joined {
-        participant_id: claims.participant_id,
-        resume_token,
-        room: state.id.to_string(),
-        participants: state.roster(),
-        publisher_answer: created.publisher_answer,
-        subscriber_offer: created.subscriber_offer,
-        seq: state.seq,
-        locked: state.locked,
-    })
+    // The snapshot's room sequence number rides in the envelope.
+    conn.send_seq(
+        Some(state.seq),
+        ServerMessage::Joined {
+            participant_id: claims.participant_id,
+            resume_token,
+            room: state.id.to_string(),
+            participants: state.roster(),
+            publisher_answer: created.publisher_answer,
+            subscriber_offer: created.subscriber_offer,
+            locked: state.locked,
+        },
+    )
     .await;
 }
 
