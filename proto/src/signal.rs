@@ -246,7 +246,10 @@ mod tests {
                 room: "room".into(),
                 participants: vec![],
                 publisher_answer: "a".into(),
-                subscriber_offer: SubscriberOffer { sdp: "o".into(), tracks: vec![] },
+                subscriber_offer: SubscriberOffer {
+                    sdp: "o".into(),
+                    tracks: vec![],
+                },
                 locked: false,
             },
         };
