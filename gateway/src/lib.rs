@@ -174,7 +174,12 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
     // Unknown paths under the web client get index.html, so deep links such as
     // `/m/{code}` load the app, which then routes on the client side.
     let index = config.web_dir.join("index.html");
+    // The client's own test suite (and its node_modules, when installed in
+    // place) lives under `web/tests/`: never serve it.
+    let hidden = || async { servicekit::ApiError::not_found("no such page") };
     let mut web = Router::new()
+        .route("/tests", any(hidden))
+        .route("/tests/{*rest}", any(hidden))
         .fallback_service(ServeDir::new(&config.web_dir).fallback(ServeFile::new(index)));
     for layer in security::web_header_layers() {
         web = web.layer(layer);

@@ -119,6 +119,17 @@ async fn the_web_client_is_served_with_security_headers() {
 }
 
 #[tokio::test]
+async fn the_web_clients_own_tests_are_never_served() {
+    let app = spawn_app().await;
+    for path in ["/tests", "/tests/package.json", "/tests/e2e/harness.mjs"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+}
+
+#[tokio::test]
 async fn cors_is_same_origin_by_default_and_configurable() {
     let app = spawn_app().await;
     let preflight = |app: &TestApp| {
