@@ -1,15 +1,32 @@
-//! The notify service: email, web push and in-app alerts, reminders.
+//! The notify service: email (and, later, web push and in-app alerts) driven by the
+//! events on the bus.
 //!
 //! `build` turns typed configuration into the service's router; the binary in
-//! `main.rs` and the all-in-one launcher both call it.
+//! `main.rs` and the all-in-one launcher both call it. Alongside the router it starts
+//! two tasks: the bus consumer ([`events`]), which turns each event into rows of the
+//! `mail_queue` table in the same transaction as its dedup record, and the sender
+//! ([`sender`]), which delivers due rows with retries and gives up into
+//! `mail_dead_letters`. Reminders are `mail_queue` rows due before a meeting starts,
+//! so a restart neither loses nor repeats them.
+
+pub mod events;
+pub mod ics;
+pub mod mail;
+pub mod sender;
+pub mod templates;
 
 use axum::Router;
-use servicekit::StartError;
+use proto::event::{MEETING_EVENTS, USER_EVENTS};
+use servicekit::backends::Db;
+use servicekit::bus::{self, EventBus, Subscription};
 use servicekit::config::BackendConfig;
-use servicekit::health::Readiness;
 use servicekit::http;
 use servicekit::metrics::Metrics;
 use servicekit::service::{Deps, Needs};
+use servicekit::{Secret, StartError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The service's name in logs, metrics and its `*_PORT` setting.
@@ -17,29 +34,168 @@ pub const SERVICE: &str = "notify";
 /// The port it listens on by default.
 pub const DEFAULT_PORT: u16 = 8004;
 
+static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATIONS_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 /// Typed configuration of the notify service.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backends: BackendConfig,
+    /// `smtp://[user:pass@]host[:port]`; `None` writes `.eml` files to `mail_folder`.
+    pub smtp_url: Option<Secret<String>>,
+    /// The `From:` of every email.
+    pub mail_from: String,
+    /// Where emails are written without SMTP (`<data>/mail-outbox`).
+    pub mail_folder: PathBuf,
+    /// The address people open MeetEase at; links in emails start with it.
+    pub public_url: String,
+    /// How long before a meeting's start its reminder goes out.
+    pub reminder_lead: Duration,
+    /// Pause after the first failed send; doubles with each attempt.
+    pub retry_base: Duration,
+    /// Sends before an email is given up (dead-lettered).
+    pub max_attempts: i64,
+    /// The bus queue and exchanges (tests use unique names).
+    pub queue: String,
+    pub user_exchange: String,
+    pub meeting_exchange: String,
+}
+
+impl Config {
+    pub fn new(backends: BackendConfig) -> Self {
+        let mail_folder = backends.data_dir.join("mail-outbox");
+        Self {
+            backends,
+            smtp_url: None,
+            mail_from: "MeetEase <noreply@localhost>".to_owned(),
+            mail_folder,
+            public_url: "http://localhost:8000".to_owned(),
+            reminder_lead: Duration::from_secs(10 * 60),
+            retry_base: Duration::from_secs(2),
+            max_attempts: 6,
+            queue: SERVICE.to_owned(),
+            user_exchange: USER_EVENTS.to_owned(),
+            meeting_exchange: MEETING_EVENTS.to_owned(),
+        }
+    }
+
+    pub fn from_args(backends: BackendConfig, args: NotifyArgs) -> Result<Self, StartError> {
+        let mut config = Self::new(backends);
+        config.smtp_url = args.smtp_url;
+        if args.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(StartError::setting(
+                "NOTIFY_MAIL_FROM",
+                "is not an email address",
+            ));
+        }
+        config.mail_from = args.mail_from;
+        if !(args.public_url.starts_with("http://") || args.public_url.starts_with("https://")) {
+            return Err(StartError::setting(
+                "MEETEASE_PUBLIC_URL",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        config.public_url = args.public_url.trim_end_matches('/').to_owned();
+        config.reminder_lead = Duration::from_secs(args.reminder_minutes * 60);
+        Ok(config)
+    }
+}
+
+/// The notify flags (also taken by the launcher).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyArgs {
+    /// SMTP server for outgoing email, `smtp://[user:pass@]host[:port]`. Without it,
+    /// emails are written as `.eml` files to `<data dir>/mail-outbox/`.
+    #[arg(long = "smtp-url", env = "SMTP_URL")]
+    pub smtp_url: Option<Secret<String>>,
+    /// Sender address of every email.
+    #[arg(
+        long = "mail-from",
+        env = "NOTIFY_MAIL_FROM",
+        default_value = "MeetEase <noreply@localhost>"
+    )]
+    pub mail_from: String,
+    /// Public address of the web client, for links in emails.
+    #[arg(
+        long = "public-url",
+        env = "MEETEASE_PUBLIC_URL",
+        default_value = "http://localhost:8000"
+    )]
+    pub public_url: String,
+    /// Minutes before a meeting's start its reminder is sent.
+    #[arg(
+        long = "reminder-minutes",
+        env = "NOTIFY_REMINDER_MINUTES",
+        default_value_t = 10
+    )]
+    pub reminder_minutes: u64,
+}
+
+/// Parts tests pass in instead of having `build` make them.
+#[derive(Default)]
+pub struct Parts {
+    pub db: Option<Db>,
+    pub bus: Option<Arc<dyn EventBus>>,
 }
 
 /// Connect the service's backends and build its router.
 pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router, StartError> {
+    build_with(config, shutdown, Parts::default()).await
+}
+
+/// As [`build`], with some parts given instead of made.
+pub async fn build_with(
+    config: Config,
+    shutdown: CancellationToken,
+    parts: Parts,
+) -> Result<Router, StartError> {
     let deps = Deps::connect(
         &config.backends,
         SERVICE,
         Needs {
-            database: true,
+            database: parts.db.is_none(),
             redis: false,
-            amqp: true,
+            amqp: parts.bus.is_none(),
         },
-        shutdown,
+        shutdown.clone(),
     )
     .await?;
-    Ok(router(deps.readiness))
-}
+    let mut readiness = deps.readiness;
+    let db = match (parts.db, deps.db) {
+        (Some(db), _) => {
+            readiness = readiness.with(db.readiness_check());
+            db
+        }
+        (None, Some(db)) => db,
+        (None, None) => return Err(StartError::other("notify needs a database")),
+    };
+    db.migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE).await?;
+    let bus = parts.bus.unwrap_or_else(|| bus::for_link(deps.amqp));
+    let mailer = mail::Mailer::new(config.smtp_url.as_ref(), config.mail_folder.clone())?;
+    let config = Arc::new(config);
+    let wake = Arc::new(tokio::sync::Notify::new());
 
-fn router(readiness: Readiness) -> Router {
+    let subscription = Subscription::new(config.queue.clone())
+        .bind(config.user_exchange.clone(), "user.#")
+        .bind(config.user_exchange.clone(), "auth.#")
+        .bind(config.meeting_exchange.clone(), "meeting.#");
+    let handler = events::handler(db.clone(), config.clone(), wake.clone());
+    bus.subscribe(subscription, handler, shutdown.clone())
+        .await
+        .map_err(|err| StartError::setting("AMQP_URL", err.to_string()))?;
+    tokio::spawn(sender::run(
+        db.clone(),
+        mailer,
+        config.clone(),
+        wake,
+        shutdown,
+    ));
+
     let metrics = Metrics::new(SERVICE);
-    http::service_router(SERVICE, Router::new(), readiness, metrics)
+    Ok(http::service_router(
+        SERVICE,
+        Router::new(),
+        readiness,
+        metrics,
+    ))
 }

@@ -11,6 +11,8 @@ struct Cli {
     #[arg(long, env = "NOTIFY_PORT", default_value_t = notify::DEFAULT_PORT)]
     port: u16,
     #[command(flatten)]
+    notify: notify::NotifyArgs,
+    #[command(flatten)]
     service: ServiceArgs,
 }
 
@@ -21,7 +23,9 @@ async fn main() -> ExitCode {
         notify::SERVICE,
         cli.port,
         cli.service,
-        |backends, shutdown| notify::build(notify::Config { backends }, shutdown),
+        |backends, shutdown| async move {
+            notify::build(notify::Config::from_args(backends, cli.notify)?, shutdown).await
+        },
     )
     .await
 }

@@ -1,0 +1,147 @@
+//! Delivers due `mail_queue` rows. A row is claimed by moving its `due_at` ahead
+//! (a lease) in a conditional update, so two replicas never send the same row at
+//! once; success sets `sent_at` (and blanks the bodies of emails that carried a
+//! one-time token); failure schedules a retry with doubling delay, and after
+//! `max_attempts` moves the row to `mail_dead_letters`.
+//!
+//! Delivery is at least once: a crash between the SMTP answer and `sent_at`
+//! sends that one email again after the lease expires.
+
+use crate::Config;
+use crate::mail::{Mail, Mailer, SendError};
+use servicekit::backends::Db;
+use sqlx::Row;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a claimed row is reserved for the sender that claimed it.
+const LEASE_MS: i64 = 60_000;
+/// Kinds whose bodies hold a one-time token: blanked once sent.
+const SECRET_KINDS: &[&str] = &["verify_email", "password_reset"];
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub async fn run(
+    db: Db,
+    mailer: Mailer,
+    config: Arc<Config>,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let pause = match send_due(&db, &mailer, &config).await {
+            Ok(n) if n > 0 => Duration::ZERO,
+            Ok(_) => Duration::from_millis(500),
+            Err(err) => {
+                tracing::warn!(%err, "mail queue unavailable");
+                Duration::from_secs(2)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Send what is due now. Returns how many rows were handled.
+pub async fn send_due(db: &Db, mailer: &Mailer, config: &Config) -> Result<usize, sqlx::Error> {
+    let now = now_ms();
+    let rows = sqlx::query(
+        "SELECT id, kind, recipient, subject, body_text, body_html, ics, ics_method, due_at, attempts FROM mail_queue WHERE sent_at IS NULL AND failed_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT 20",
+    )
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
+    let mut handled = 0;
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let due_at: i64 = row.try_get("due_at")?;
+        let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
+        let claimed = sqlx::query(
+            "UPDATE mail_queue SET due_at = $1, attempts = $2 WHERE id = $3 AND due_at = $4 AND sent_at IS NULL",
+        )
+        .bind(now + LEASE_MS)
+        .bind(attempts)
+        .bind(&id)
+        .bind(due_at)
+        .execute(db.pool())
+        .await?;
+        if claimed.rows_affected() != 1 {
+            continue;
+        }
+        handled += 1;
+        let kind: String = row.try_get("kind")?;
+        let method: Option<String> = row.try_get("ics_method")?;
+        let ics: Option<String> = row.try_get("ics")?;
+        let mail = Mail {
+            id: id.clone(),
+            to: row.try_get("recipient")?,
+            subject: row.try_get("subject")?,
+            text: row.try_get("body_text")?,
+            html: row.try_get("body_html")?,
+            ics: method.zip(ics),
+        };
+        match mailer.send(&config.mail_from, &mail).await {
+            Ok(()) => {
+                let sql = if SECRET_KINDS.contains(&kind.as_str()) {
+                    "UPDATE mail_queue SET sent_at = $1, body_text = '', body_html = '' WHERE id = $2"
+                } else {
+                    "UPDATE mail_queue SET sent_at = $1 WHERE id = $2"
+                };
+                sqlx::query(sql)
+                    .bind(now_ms())
+                    .bind(&id)
+                    .execute(db.pool())
+                    .await?;
+                tracing::info!(mail = %id, %kind, "email sent");
+            }
+            Err(err) => {
+                let permanent = matches!(err, SendError::Permanent(_));
+                let message = err.to_string();
+                if permanent || attempts >= config.max_attempts {
+                    tracing::error!(mail = %id, %kind, %message, attempts, "email dead-lettered");
+                    let mut tx = db.pool().begin().await?;
+                    sqlx::query(
+                        "UPDATE mail_queue SET failed_at = $1, last_error = $2 WHERE id = $3",
+                    )
+                    .bind(now_ms())
+                    .bind(&message)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO mail_dead_letters (mail_id, kind, recipient, attempts, last_error, failed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&id)
+                    .bind(&kind)
+                    .bind(&mail.to)
+                    .bind(attempts)
+                    .bind(&message)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                } else {
+                    let factor = 1u32 << (attempts.clamp(1, 10) - 1);
+                    let delay = config
+                        .retry_base
+                        .saturating_mul(factor)
+                        .min(Duration::from_secs(600));
+                    tracing::warn!(mail = %id, %kind, %message, attempts, "email failed; retrying");
+                    sqlx::query("UPDATE mail_queue SET due_at = $1, last_error = $2 WHERE id = $3")
+                        .bind(now_ms() + delay.as_millis() as i64)
+                        .bind(&message)
+                        .bind(&id)
+                        .execute(db.pool())
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(handled)
+}

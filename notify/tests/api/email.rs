@@ -1,0 +1,273 @@
+//! What each email says, as a real mail parser reads it.
+
+use crate::helpers::{SmtpSink, Stack, World, wait_for_mails};
+use proto::ids::{EventId, MeetingId, UserId};
+use proto::meeting::{MeetingEvent, MeetingEventBody};
+use serde_json::json;
+
+pub fn meeting_event(meeting: MeetingId, body: MeetingEventBody) -> serde_json::Value {
+    serde_json::to_value(MeetingEvent {
+        event_id: EventId::new(),
+        occurred_at_ms: chrono::Utc::now().timestamp_millis(),
+        meeting_id: meeting,
+        body,
+    })
+    .unwrap()
+}
+
+pub fn scheduled(starts_at: &str, tz: &str, invitees: &[&str]) -> MeetingEventBody {
+    MeetingEventBody::Scheduled {
+        host_id: UserId::new(),
+        title: "Quarterly planning".into(),
+        starts_at: starts_at.into(),
+        time_zone: tz.into(),
+        invitees: invitees.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Structural checks of an iCalendar object: balanced components, CRLF lines no
+/// longer than 75 octets, the properties RFC 5545 requires.
+fn assert_valid_ics(ics: &str) {
+    let unfolded = ics.replace("\r\n ", "");
+    let mut stack = Vec::new();
+    for line in unfolded.split("\r\n").filter(|l| !l.is_empty()) {
+        if let Some(name) = line.strip_prefix("BEGIN:") {
+            stack.push(name.to_owned());
+        } else if let Some(name) = line.strip_prefix("END:") {
+            assert_eq!(stack.pop().as_deref(), Some(name), "unbalanced {name}");
+        } else {
+            assert!(line.contains(':'), "not a content line: {line}");
+        }
+    }
+    assert!(stack.is_empty());
+    for needed in [
+        "VERSION:2.0",
+        "PRODID:",
+        "UID:",
+        "DTSTAMP:",
+        "DTSTART;TZID=",
+        "BEGIN:VTIMEZONE",
+    ] {
+        assert!(unfolded.contains(needed), "missing {needed} in {ics}");
+    }
+    assert!(ics.split("\r\n").all(|l| l.len() <= 75));
+}
+
+#[tokio::test]
+async fn an_invitation_arrives_over_smtp_with_an_ics_naming_the_start_in_the_meetings_time_zone() {
+    let smtp = SmtpSink::start().await;
+    let world = World::new(Stack::Embedded).await;
+    let mut config = world.config();
+    config.smtp_url = Some(servicekit::Secret::new(smtp.url()));
+    world.spawn_notify(config).await;
+    let meeting = MeetingId::new();
+    // 14:00 UTC on 1 December is 09:00 in New York (EST, UTC-5).
+    world
+        .publish(
+            &world.meeting_exchange(),
+            "meeting.scheduled",
+            meeting_event(
+                meeting,
+                scheduled(
+                    "2026-12-01T14:00:00Z",
+                    "America/New_York",
+                    &["bob@example.com"],
+                ),
+            ),
+        )
+        .await;
+    let mails = wait_for_mails(&smtp.maildir, |m| !m.is_empty()).await;
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert_eq!(mail.to, "bob@example.com");
+    assert_eq!(mail.subject, "Invitation: Quarterly planning");
+    assert!(
+        mail.text()
+            .contains("Tuesday 1 December 2026, 09:00 (America/New_York)"),
+        "{}",
+        mail.text()
+    );
+    assert!(
+        mail.text()
+            .contains(&format!("https://meet.example/m/{meeting}"))
+    );
+    assert!(mail.part("text/html").is_some());
+    let ics = mail.part("text/calendar").expect("an .ics attachment");
+    assert_eq!(
+        ics.params.get("method").map(String::as_str),
+        Some("REQUEST")
+    );
+    assert_eq!(ics.filename.as_deref(), Some("invite.ics"));
+    assert_valid_ics(&ics.text);
+    assert!(ics.text.contains("METHOD:REQUEST\r\n"));
+    assert!(
+        ics.text
+            .contains("DTSTART;TZID=America/New_York:20261201T090000\r\n")
+    );
+    assert!(ics.text.contains("TZOFFSETTO:-0500\r\n"));
+    assert!(ics.text.contains(&format!("UID:{meeting}\r\n")));
+    assert!(ics.text.contains("SEQUENCE:0\r\n"));
+    assert!(ics.text.replace("\r\n ", "").contains(
+        "ATTENDEE;ROLE=REQ-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:bob@example.com"
+    ));
+    world.cleanup().await;
+}
+
+async fn an_update_and_a_cancellation_reach_invitees_with_a_growing_sequence(stack: Stack) {
+    let world = World::new(stack).await;
+    world.spawn_notify(world.config()).await;
+    let meeting = MeetingId::new();
+    let x = world.meeting_exchange();
+    world
+        .publish(
+            &x,
+            "meeting.scheduled",
+            meeting_event(
+                meeting,
+                scheduled(
+                    "2026-07-01T07:00:00Z",
+                    "Europe/Berlin",
+                    &["a@example.com", "b@example.com"],
+                ),
+            ),
+        )
+        .await;
+    wait_for_mails(&world.mail_folder(), |m| m.len() == 2).await;
+    world
+        .publish(
+            &x,
+            "meeting.updated",
+            meeting_event(
+                meeting,
+                MeetingEventBody::Updated {
+                    title: "Quarterly planning".into(),
+                    starts_at: "2026-07-01T08:30:00Z".into(),
+                    time_zone: "Europe/Berlin".into(),
+                    invitees: vec!["a@example.com".into()],
+                },
+            ),
+        )
+        .await;
+    let mails = wait_for_mails(&world.mail_folder(), |m| m.len() == 4).await;
+    let updated = mails
+        .iter()
+        .find(|m| m.subject.starts_with("Updated"))
+        .unwrap();
+    assert_eq!(updated.to, "a@example.com");
+    let ics = &updated.part("text/calendar").unwrap().text;
+    assert!(
+        ics.contains("SEQUENCE:1\r\n")
+            && ics.contains("DTSTART;TZID=Europe/Berlin:20260701T103000\r\n"),
+        "{ics}"
+    );
+    let dropped = mails
+        .iter()
+        .find(|m| m.subject.starts_with("Cancelled"))
+        .unwrap();
+    assert_eq!(dropped.to, "b@example.com");
+    assert!(
+        dropped
+            .part("text/calendar")
+            .unwrap()
+            .text
+            .contains("METHOD:CANCEL\r\n")
+    );
+    world
+        .publish(
+            &x,
+            "meeting.cancelled",
+            meeting_event(
+                meeting,
+                MeetingEventBody::Cancelled {
+                    invitees: vec!["a@example.com".into()],
+                },
+            ),
+        )
+        .await;
+    let mails = wait_for_mails(&world.mail_folder(), |m| m.len() == 5).await;
+    let cancel = mails
+        .iter()
+        .find(|m| m.to == "a@example.com" && m.subject.starts_with("Cancelled"))
+        .unwrap();
+    let ics = &cancel.part("text/calendar").unwrap();
+    assert_eq!(ics.params.get("method").map(String::as_str), Some("CANCEL"));
+    assert!(ics.text.contains("METHOD:CANCEL\r\n") && ics.text.contains("SEQUENCE:2\r\n"));
+    assert_valid_ics(&ics.text);
+    world.cleanup().await;
+}
+
+async fn account_events_send_welcome_verification_and_reset_links(stack: Stack) {
+    let world = World::new(stack).await;
+    world.spawn_notify(world.config()).await;
+    let x = world.user_exchange();
+    let who = json!({"user_id": UserId::new(), "email": "ann@example.com", "display_name": "Ann"});
+    let with_token = |t: &str| {
+        let mut v = who.clone();
+        v["token"] = json!(t);
+        v
+    };
+    world.publish(&x, "user.registered", who.clone()).await;
+    world
+        .publish(
+            &x,
+            "auth.email_verification_requested",
+            with_token("verify-123"),
+        )
+        .await;
+    world
+        .publish(&x, "auth.password_reset_requested", with_token("reset-456"))
+        .await;
+    world.publish(&x, "user.email_verified", who.clone()).await;
+    let mails = wait_for_mails(&world.mail_folder(), |m| m.len() == 3).await;
+    let by = |s: &str| {
+        mails
+            .iter()
+            .find(|m| m.subject == s)
+            .unwrap_or_else(|| panic!("no {s}"))
+    };
+    assert!(by("Welcome to MeetEase").text().contains("Hello Ann,"));
+    assert!(
+        by("Confirm your email address")
+            .text()
+            .contains("https://meet.example/verify-email?token=verify-123")
+    );
+    let reset = by("Reset your MeetEase password");
+    assert!(
+        reset
+            .text()
+            .contains("https://meet.example/reset?token=reset-456")
+    );
+    assert!(
+        reset
+            .part("text/html")
+            .unwrap()
+            .text
+            .contains("href=\"https://meet.example/reset?token=reset-456\"")
+    );
+    // Once sent, the token no longer sits in notify's database.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        crate::helpers::count(&world.db, "SELECT COUNT(*) FROM mail_queue WHERE body_text LIKE '%reset-456%' OR body_text LIKE '%verify-123%'").await,
+        0
+    );
+    world.cleanup().await;
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() { super::$name(super::Stack::Embedded).await })*
+        }
+        mod servers {
+            $(#[tokio::test]
+            async fn $name() { super::$name(super::Stack::Servers).await })*
+        }
+    };
+}
+pub(crate) use on_both;
+
+on_both!(
+    an_update_and_a_cancellation_reach_invitees_with_a_growing_sequence,
+    account_events_send_welcome_verification_and_reset_links,
+);
