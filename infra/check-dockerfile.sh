@@ -5,9 +5,10 @@
 #     the whole workspace, the lock file as committed; no features, targets or
 #     flags a developer's `cargo build --release --workspace` would not use), and
 #     no ENV or ARG changes the build (RUSTFLAGS, CARGO_PROFILE_*, CARGO_BUILD_*);
-#  2. the dependency layer copies every workspace member's Cargo.toml, and
+#  2. the dependency layer copies every workspace member's Cargo.toml,
 #     infra/docker/dummy-sources.sh creates exactly the lib.rs/main.rs files the
-#     members really have;
+#     members really have, and that layer (its COPY lines replayed into an empty
+#     folder) resolves with `cargo metadata --locked --offline`;
 #  3. the image takes every [[bin]] of the workspace from target/release, and every
 #     binary that infra/docker-compose.yml and infra/k8s/ run is one of them;
 #  4. the runtime stage is debian *-slim, runs as a numeric non-root user, has a
@@ -125,6 +126,31 @@ for folder in members:
         if "bin" in target["kind"] and pathlib.Path(target["src_path"]).relative_to(repo / folder).as_posix() != "src/main.rs":
             errors.append(f"{folder}: bin {target['name']} is not src/main.rs; dummy-sources.sh does not know it")
 
+# 2b. the dependency layer really resolves: copy exactly what its COPY lines copy
+# into an empty folder, create the dummy sources, and let cargo resolve the whole
+# dependency graph against the committed Cargo.lock (--locked: no change allowed).
+import shutil, tempfile
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    for word, rest in parsed:
+        if word == "RUN" and "dummy-sources" in rest:
+            break
+        if word != "COPY" or rest.startswith("--from"):
+            continue
+        *srcs, dest = rest.split()
+        if dest.startswith("/"):
+            continue  # the helper script itself, outside the workspace
+        for src in srcs:
+            target = tmp / dest / pathlib.Path(src).name if dest.endswith("/") else tmp / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(repo / src, target)
+    subprocess.run(["sh", str(repo / "infra/docker/dummy-sources.sh")], cwd=tmp, check=True)
+    resolved = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--format-version", "1"],
+                              cwd=tmp, capture_output=True, text=True)
+    if resolved.returncode != 0:
+        errors.append("the dependency layer (manifests + dummy sources) does not resolve with --locked:\n    "
+                      + resolved.stderr.strip().replace("\n", "\n    "))
+
 # 3. binaries
 workspace_bins = {t["name"] for p in meta["packages"] for t in p["targets"] if "bin" in t["kind"]}
 image_bins = set(re.findall(r"target/release/([\w-]+)", dockerfile))
@@ -197,5 +223,6 @@ if errors:
     print(f"check-dockerfile: {len(errors)} problem(s) in infra/Dockerfile")
     sys.exit(1)
 print(f"check-dockerfile: cargo steps {len(cargo)}/{len(expected)} as expected; {len(members)} members in the dependency layer; "
-      f"{len(image_bins)} binaries = the workspace's [[bin]]s; {len(referenced)} binaries referenced by compose/k8s exist")
+      f"the layer resolves --locked; {len(image_bins)} binaries = the workspace's [[bin]]s; "
+      f"{len(set(referenced) - scripts)} binaries run by compose/k8s are among them")
 PY
