@@ -131,6 +131,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         disconnect_grace: sfu::Config::DEFAULT_DISCONNECT_GRACE,
     };
 
+    let users_auth_url = loopback_url(auth_l.addr);
     let signaling_auth_url = loopback_url(auth_l.addr);
     let signaling_sfu_url = loopback_url(sfu_l.addr);
 
@@ -147,7 +148,8 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
             users_l,
             users::build(
                 users::Config {
-                    backends: backends.clone(),
+                    auth_url: users_auth_url,
+                    ..users::Config::new(backends.clone())
                 },
                 shutdown.clone(),
             )

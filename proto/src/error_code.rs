@@ -104,6 +104,15 @@ error_codes! {
     ResumeFailed = ("resume_failed", 409),
     /// No such participant in the room.
     ParticipantNotFound = ("participant_not_found", 404),
+    // --- users ---
+    /// No profile for this user id (the account does not exist or has never signed in).
+    UserNotFound = ("user_not_found", 404),
+    /// The upload is not a PNG, JPEG or WebP image (checked by content, not by name).
+    UnsupportedImage = ("unsupported_image", 415),
+    /// The image's dimensions exceed the limit (checked from its header, before decoding).
+    ImageTooLarge = ("image_too_large", 422),
+    /// The image is of an accepted format but damaged or truncated.
+    InvalidImage = ("invalid_image", 422),
     // --- platform ---
     /// A dependency (database, cache, broker, upstream) is unavailable; retry later.
     ServiceUnavailable = ("service_unavailable", 503),
