@@ -39,22 +39,52 @@ repo = pathlib.Path.cwd()
 dockerfile = (repo / "infra/Dockerfile").read_text()
 errors = []
 
-# Logical instructions: join `\` continuations, drop comments.
-instructions, current = [], ""
-for raw in dockerfile.splitlines():
-    line = raw.strip()
-    if not current and (not line or line.startswith("#")):
-        continue
-    if line.endswith("\\"):
-        current += line[:-1] + " "
-        continue
-    current += line
-    instructions.append(current.strip())
-    current = ""
-parsed = []
-for ins in instructions:
-    word, _, rest = ins.partition(" ")
-    parsed.append((word.upper(), rest.strip()))
+# The instructions, through BuildKit's own parser (PyPI `dockerfile`, installed by
+# infra/check.sh) so a syntax error fails here; else a plain reader of the file.
+env_keys = []   # (instruction, variable) for every ENV and ARG
+try:
+    import dockerfile as buildkit
+except ImportError:
+    buildkit = None
+if buildkit is not None:
+    try:
+        commands_ = buildkit.parse_string(dockerfile)
+    except buildkit.GoParseError as err:
+        print(f"error: infra/Dockerfile does not parse: {err}")
+        sys.exit(1)
+    parsed = []
+    for c in commands_:
+        word = c.cmd.upper()
+        parsed.append((word, " ".join(list(c.flags) + list(c.value))))
+        if word == "ENV":
+            env_keys += [("ENV", key) for key in c.value[0::2]]
+        elif word == "ARG":
+            env_keys += [("ARG", v.split("=", 1)[0]) for v in c.value]
+else:
+    print("note: PyPI package `dockerfile` (BuildKit's parser) is missing; reading the file plainly")
+    instructions, current = [], ""
+    for raw in dockerfile.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        instructions.append(current.strip())
+        current = ""
+    parsed = []
+    for ins in instructions:
+        word, _, rest = ins.partition(" ")
+        parsed.append((word.upper(), " ".join(rest.split())))
+        if word.upper() in ("ENV", "ARG"):
+            env_keys += [(word.upper(), m) for m in re.findall(r"(?:^|\s)([A-Za-z_]\w*)=", rest)]
+instructions = [f"{word} {rest}" for word, rest in parsed]
+KNOWN = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
+         "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}
+for word, rest in parsed:
+    if word not in KNOWN:
+        errors.append(f"unknown instruction {word} {rest[:40]}")
 
 stages = [rest for word, rest in parsed if word == "FROM"]
 if len(stages) < 2:
@@ -72,9 +102,9 @@ for word, rest in parsed:
 if cargo != expected:
     errors.append("cargo commands differ from the expected list:\n    found:    " + "\n              ".join(cargo)
                   + "\n    expected: " + "\n              ".join(expected))
-for word, rest in parsed:
-    if word in ("ENV", "ARG") and re.search(r"\b(RUSTFLAGS|CARGO_ENCODED_RUSTFLAGS|CARGO_PROFILE_\w+|CARGO_BUILD_\w+|CARGO_TARGET_\w+)\b", rest):
-        errors.append(f"{word} {rest}: changes what cargo builds")
+for word, key in env_keys:
+    if re.fullmatch(r"RUSTFLAGS|CARGO_ENCODED_RUSTFLAGS|CARGO_PROFILE_\w+|CARGO_BUILD_\w+|CARGO_TARGET_\w+", key):
+        errors.append(f"{word} {key}: changes what cargo builds")
 
 rust_arg = re.search(r"ARG RUST_VERSION=(\d+)\.(\d+)", dockerfile)
 root = (repo / "Cargo.toml").read_text()
@@ -204,9 +234,10 @@ if not users or re.match(r"^(0|root)(:|$)", users[-1]) or not re.match(r"^\d+(:\
     errors.append(f"the runtime stage must end as a numeric non-root USER (found {users[-1] if users else 'none'})")
 if not any(word == "HEALTHCHECK" for word, _ in last_stage):
     errors.append("the runtime stage has no HEALTHCHECK")
+for word, key in env_keys:
+    if re.search(r"PASSWORD|SECRET|TOKEN|_KEY$|CREDENTIAL", key, re.I):
+        errors.append(f"{word} {key}: looks like a secret baked into the image")
 for word, rest in parsed:
-    if word in ("ENV", "ARG", "LABEL") and re.search(r"(PASSWORD|SECRET|TOKEN|_KEY)\b\s*=", rest, re.I):
-        errors.append(f"{word} {rest}: looks like a secret baked into the image")
     if word in ("COPY", "ADD") and re.search(r"(^|\s)\S*\.env(\s|$)", rest):
         errors.append(f"{word} {rest}: copies an .env file into the image")
 ignore = [l.strip() for l in (repo / "infra/.dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]

