@@ -14,6 +14,9 @@ struct Cli {
     /// TCP port for the HTTP API.
     #[arg(long, env = "ANALYTICS_PORT", default_value_t = analytics::DEFAULT_PORT)]
     port: u16,
+    /// auth's base URL (access tokens are checked against its JWKS).
+    #[arg(long, env = "AUTH_URL", default_value = analytics::DEFAULT_AUTH_URL)]
+    auth_url: String,
     #[command(flatten)]
     service: ServiceArgs,
 }
@@ -25,7 +28,15 @@ async fn main() -> ExitCode {
         analytics::SERVICE,
         cli.port,
         cli.service,
-        |backends, shutdown| analytics::build(analytics::Config { backends }, shutdown),
+        |backends, shutdown| {
+            analytics::build(
+                analytics::Config {
+                    auth_url: cli.auth_url,
+                    ..analytics::Config::new(backends)
+                },
+                shutdown,
+            )
+        },
     )
     .await
 }
