@@ -55,6 +55,8 @@ struct Cli {
     #[command(flatten)]
     auth: auth::AuthArgs,
     #[command(flatten)]
+    notify: notify::NotifyArgs,
+    #[command(flatten)]
     service: ServiceArgs,
 }
 
@@ -133,6 +135,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
 
     let users_auth_url = loopback_url(auth_l.addr);
     let signaling_auth_url = loopback_url(auth_l.addr);
+    let analytics_auth_url = loopback_url(auth_l.addr);
     let signaling_sfu_url = loopback_url(sfu_l.addr);
 
     let routers = vec![
@@ -171,9 +174,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         (
             notify_l,
             notify::build(
-                notify::Config {
-                    backends: backends.clone(),
-                },
+                notify::Config::from_args(backends.clone(), cli.notify)?,
                 shutdown.clone(),
             )
             .await?,
@@ -182,7 +183,8 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
             analytics_l,
             analytics::build(
                 analytics::Config {
-                    backends: backends.clone(),
+                    auth_url: analytics_auth_url,
+                    ..analytics::Config::new(backends.clone())
                 },
                 shutdown.clone(),
             )
