@@ -121,7 +121,8 @@ ok "grafana dashboard and provisioning, prometheus config"
 
 # --- 6. Kubernetes ---------------------------------------------------------------------------
 # Secrets the prod overlay expects the operator to create (docs/operations.md).
-declare -A EXTERNAL=([dev]="" [prod]="meetease-secrets")
+# NAME=FILE: FILE lists the keys the Secret must have.
+declare -A EXTERNAL=([dev]="" [prod]="meetease-secrets=infra/k8s/overlays/prod/secrets.env.example")
 say "kubernetes: render and validate base and overlays"
 "${KUSTOMIZE[@]}" infra/k8s/base > "$WORK/base.yaml" || die "infra/k8s/base does not render (errors above)"
 kubernetes-validate --strict --quiet "$WORK/base.yaml" || die "infra/k8s/base: a manifest does not validate (errors above)"

@@ -34,11 +34,21 @@ WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("rendered", help="rendered manifests (- for stdin)")
-    parser.add_argument("--external", action="append", default=[], help="a Secret the operator creates")
+    parser.add_argument("--external", action="append", default=[],
+                        help="NAME[=KEYS_FILE]: a Secret the operator creates; KEYS_FILE (KEY=VALUE lines) lists its keys")
     parser.add_argument("--name", default="overlay")
     args = parser.parse_args()
     text = sys.stdin.read() if args.rendered == "-" else pathlib.Path(args.rendered).read_text()
     docs = [d for d in yaml.safe_load_all(text) if d]
+    external_keys = {}
+    for spec in args.external:
+        name, _, keys_file = spec.partition("=")
+        keys = None
+        if keys_file:
+            keys = {line.split("=", 1)[0].strip() for line in pathlib.Path(keys_file).read_text().splitlines()
+                    if "=" in line and not line.lstrip().startswith("#")}
+        external_keys[name] = keys
+    args.external = list(external_keys)
     by_kind = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
@@ -110,7 +120,11 @@ def main():
                         keys = set((obj.get("data") or {}).keys()) | set((obj.get("stringData") or {}).keys())
                         if ref["key"] not in keys and not ref.get("optional"):
                             errors.append(f"{where}: {cname}: {var['name']} reads key {ref['key']} missing from {ref_kind[:-6]} {ref['name']}")
-                    elif not (ref_kind == "secretKeyRef" and ref["name"] in args.external):
+                    elif ref_kind == "secretKeyRef" and ref["name"] in external_keys:
+                        keys = external_keys[ref["name"]]
+                        if keys is not None and ref["key"] not in keys:
+                            errors.append(f"{where}: {cname}: {var['name']} reads key {ref['key']} of Secret {ref['name']}, which its keys file does not list")
+                    else:
                         errors.append(f"{where}: {cname}: {var['name']} reads {ref_kind[:-6]} {ref['name']}, which is not rendered")
             if not meetease:
                 continue
