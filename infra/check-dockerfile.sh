@@ -10,7 +10,9 @@
 #     members really have, and that layer (its COPY lines replayed into an empty
 #     folder) resolves with `cargo metadata --locked --offline`;
 #  3. the image takes every [[bin]] of the workspace from target/release, and every
-#     binary that infra/docker-compose.yml and infra/k8s/ run is one of them;
+#     binary that infra/docker-compose.yml and infra/k8s/ run is one of them; every
+#     *-sys crate in Cargo.lock is static, bundled or not for Linux (the slim runtime
+#     image has no shared libraries beyond libc);
 #  4. the runtime stage is debian *-slim, runs as a numeric non-root user, has a
 #     HEALTHCHECK, and neither stage bakes in a secret; .dockerignore keeps out
 #     .env, .git and target/.
@@ -223,6 +225,25 @@ for script, source in (("meetease-healthcheck", "infra/docker/healthcheck.sh"), 
         errors.append(f"the image must COPY {source} /usr/local/bin/{script}")
     if not (repo / source).exists():
         errors.append(f"{source} does not exist")
+
+# 3b. native libraries: the runtime stage is debian-slim with only libc, libm and
+# libgcc_s (plus ca-certificates and tini). Every *-sys crate in Cargo.lock must be
+# built in statically, or not be for Linux; a new one may link a shared library the
+# image lacks (OpenSSL is the usual suspect): install its runtime package in the
+# runtime stage, then add it here with the reason.
+STATIC_OR_FOREIGN_SYS = {
+    "aws-lc-sys": "built and linked statically (the crypto for jsonwebtoken, str0m, aws-lc-rs)",
+    "libsqlite3-sys": "SQLite bundled by sqlx's sqlite feature",
+    "linux-raw-sys": "no library: raw syscalls",
+    "core-foundation-sys": "macOS only", "system-configuration-sys": "macOS only",
+    "jni-sys": "Android only", "windows-sys": "Windows only",
+    "js-sys": "wasm only", "web-sys": "wasm only",
+}
+lock = (repo / "Cargo.lock").read_text()
+for crate in sorted(set(re.findall(r'^name = "([A-Za-z0-9_-]+-sys)"', lock, re.M))):
+    if crate not in STATIC_OR_FOREIGN_SYS:
+        errors.append(f"Cargo.lock has {crate}: it may link a shared library the runtime image lacks; "
+                      "install its runtime package in the runtime stage and list it in STATIC_OR_FOREIGN_SYS (infra/check-dockerfile.sh)")
 
 # 4. runtime stage
 runtime_from = stages[-1] if stages else ""
