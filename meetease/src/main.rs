@@ -136,6 +136,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
     let users_auth_url = loopback_url(auth_l.addr);
     let signaling_auth_url = loopback_url(auth_l.addr);
     let analytics_auth_url = loopback_url(auth_l.addr);
+    let notify_auth_url = loopback_url(auth_l.addr);
     let signaling_sfu_url = loopback_url(sfu_l.addr);
 
     let routers = vec![
@@ -174,7 +175,10 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         (
             notify_l,
             notify::build(
-                notify::Config::from_args(backends.clone(), cli.notify)?,
+                notify::Config {
+                    auth_url: notify_auth_url,
+                    ..notify::Config::from_args(backends.clone(), cli.notify)?
+                },
                 shutdown.clone(),
             )
             .await?,

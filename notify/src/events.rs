@@ -2,11 +2,13 @@
 //! with its `processed_events` record, so a redelivered event sends nothing twice.
 
 use crate::Config;
+use crate::alerts::{Alert, Alerts};
 use crate::ics::Invite;
 use crate::templates::{self, Rendered};
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use proto::event::EventEnvelope;
+use proto::ids::UserId;
 use proto::meeting::{MeetingEvent, MeetingEventBody};
 use serde::Deserialize;
 use servicekit::backends::Db;
@@ -15,11 +17,17 @@ use sqlx::{Any, Row, Transaction};
 use std::sync::Arc;
 
 /// The bus handler: decode, then [`apply`] in a transaction.
-pub fn handler(db: Db, config: Arc<Config>, wake: Arc<tokio::sync::Notify>) -> Handler {
+pub fn handler(
+    db: Db,
+    config: Arc<Config>,
+    wake: Arc<tokio::sync::Notify>,
+    alerts: Alerts,
+) -> Handler {
     Arc::new(move |event: EventEnvelope| {
         let db = db.clone();
         let config = config.clone();
         let wake = wake.clone();
+        let alerts = alerts.clone();
         Box::pin(async move {
             let retry = |err: sqlx::Error| HandlerError::Retry(err.to_string());
             let mut tx = db.pool().begin().await.map_err(retry)?;
@@ -30,9 +38,23 @@ pub fn handler(db: Db, config: Arc<Config>, wake: Arc<tokio::sync::Notify>) -> H
             {
                 return Ok(());
             }
-            apply(&mut tx, &config, &event, now).await?;
+            let mut out = Vec::new();
+            apply(&mut tx, &config, &event, now, &mut out).await?;
             tx.commit().await.map_err(retry)?;
             wake.notify_one();
+            // Only after the commit: an alert never announces an effect that was rolled back.
+            for (user, title, meeting) in out {
+                alerts.send(
+                    user,
+                    Alert {
+                        id: event.id.to_string(),
+                        kind: event.kind.clone(),
+                        title,
+                        meeting_id: meeting,
+                        at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    },
+                );
+            }
             Ok(())
         })
     })
@@ -46,7 +68,12 @@ struct AccountPayload {
     display_name: String,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    user_id: Option<UserId>,
 }
+
+/// In-app alerts to send once the transaction commits: (user, title, meeting).
+type Out = Vec<(UserId, String, Option<String>)>;
 
 fn reject(what: &str, err: impl std::fmt::Display) -> HandlerError {
     HandlerError::Reject(format!("{what}: {err}"))
@@ -57,6 +84,7 @@ async fn apply(
     config: &Config,
     event: &EventEnvelope,
     now: DateTime<Utc>,
+    out: &mut Out,
 ) -> Result<(), HandlerError> {
     let url = &config.public_url;
     let account = || {
@@ -85,17 +113,26 @@ async fn apply(
             let r = templates::password_reset(&p.display_name, url, &token(&p)?);
             queue(tx, "password_reset", &p.email, &r, None, None, now, now).await
         }
+        "user.email_verified" => {
+            if let Some(user) = account()?.user_id {
+                out.push((user, "Your email address is confirmed".into(), None));
+            }
+            Ok(())
+        }
         "auth.password_changed" => {
             let p = account()?;
+            if let Some(user) = p.user_id {
+                out.push((user, "Your password was changed".into(), None));
+            }
             let r = templates::password_changed(&p.display_name);
             queue(tx, "password_changed", &p.email, &r, None, None, now, now).await
         }
         kind if kind.starts_with("meeting.") => {
             let meeting: MeetingEvent = serde_json::from_value(event.payload.clone())
                 .map_err(|err| reject(&event.kind, err))?;
-            apply_meeting(tx, config, &meeting, now).await
+            apply_meeting(tx, config, &meeting, now, out).await
         }
-        // user.email_verified, auth.sign_in_throttled, …: nothing to send.
+        // auth.sign_in_throttled, …: nothing to send.
         _ => Ok(()),
     }
 }
@@ -107,6 +144,7 @@ struct Calendar {
     starts_at: String,
     time_zone: String,
     invitees: Vec<String>,
+    host_id: Option<String>,
 }
 
 async fn load_calendar(
@@ -114,7 +152,7 @@ async fn load_calendar(
     meeting: &str,
 ) -> Result<Option<Calendar>, HandlerError> {
     let row = sqlx::query(
-        "SELECT sequence, title, starts_at, time_zone, invitees FROM meeting_calendar WHERE meeting_id = $1",
+        "SELECT sequence, title, starts_at, time_zone, invitees, host_id FROM meeting_calendar WHERE meeting_id = $1",
     )
     .bind(meeting)
     .fetch_optional(&mut **tx)
@@ -130,6 +168,7 @@ async fn load_calendar(
                 &row.try_get::<String, _>("invitees").map_err(db_retry)?,
             )
             .unwrap_or_default(),
+            host_id: row.try_get("host_id").map_err(db_retry)?,
         })
     })
     .transpose()
@@ -146,7 +185,7 @@ async fn save_calendar(
         .await
         .map_err(db_retry)?;
     sqlx::query(
-        "INSERT INTO meeting_calendar (meeting_id, sequence, title, starts_at, time_zone, invitees) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO meeting_calendar (meeting_id, sequence, title, starts_at, time_zone, invitees, host_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(meeting)
     .bind(cal.sequence)
@@ -154,6 +193,7 @@ async fn save_calendar(
     .bind(&cal.starts_at)
     .bind(&cal.time_zone)
     .bind(serde_json::Value::from(cal.invitees.clone()).to_string())
+    .bind(cal.host_id.clone())
     .execute(&mut **tx)
     .await
     .map_err(db_retry)?;
@@ -175,23 +215,50 @@ async fn apply_meeting(
     config: &Config,
     event: &MeetingEvent,
     now: DateTime<Utc>,
+    out: &mut Out,
 ) -> Result<(), HandlerError> {
     let id = event.meeting_id.to_string();
     let join_url = format!("{}/m/{id}", config.public_url);
-    let (title, starts_at, time_zone, invitees, updated) = match &event.body {
+    let (title, starts_at, time_zone, invitees, host) = match &event.body {
         MeetingEventBody::Scheduled {
+            host_id,
             title,
             starts_at,
             time_zone,
             invitees,
-            ..
-        } => (title, starts_at, time_zone, invitees, false),
+        } => (
+            title,
+            starts_at,
+            time_zone,
+            invitees,
+            Some(host_id.to_string()),
+        ),
         MeetingEventBody::Updated {
             title,
             starts_at,
             time_zone,
             invitees,
-        } => (title, starts_at, time_zone, invitees, true),
+        } => (title, starts_at, time_zone, invitees, None),
+        MeetingEventBody::ParticipantJoined {
+            user_id,
+            display_name,
+            ..
+        } => {
+            let Some(cal) = load_calendar(tx, &id).await? else {
+                return Ok(());
+            };
+            let host = cal.host_id.and_then(|h| h.parse::<UserId>().ok());
+            if let Some(host) = host
+                && *user_id != Some(host)
+            {
+                out.push((
+                    host,
+                    format!("{display_name} joined \"{}\"", cal.title),
+                    Some(id),
+                ));
+            }
+            return Ok(());
+        }
         MeetingEventBody::Cancelled { invitees } => {
             let Some(mut cal) = load_calendar(tx, &id).await? else {
                 return Ok(());
@@ -221,6 +288,8 @@ async fn apply_meeting(
     };
     let (start, tz) = parse_when(starts_at, time_zone)?;
     let previous = load_calendar(tx, &id).await?;
+    let updated = host.is_none();
+    let host = host.or_else(|| previous.as_ref().and_then(|p| p.host_id.clone()));
     let sequence = previous.as_ref().map_or(0, |c| c.sequence + 1);
     let when = local_when(start, tz);
     for to in invitees {
@@ -267,6 +336,7 @@ async fn apply_meeting(
             starts_at: starts_at.clone(),
             time_zone: time_zone.clone(),
             invitees: invitees.clone(),
+            host_id: host,
         },
     )
     .await

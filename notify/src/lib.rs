@@ -9,6 +9,7 @@
 //! `mail_dead_letters`. Reminders are `mail_queue` rows due before a meeting starts,
 //! so a restart neither loses nor repeats them.
 
+pub mod alerts;
 pub mod events;
 pub mod ics;
 pub mod mail;
@@ -16,6 +17,8 @@ pub mod sender;
 pub mod templates;
 
 use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
 use proto::event::{MEETING_EVENTS, USER_EVENTS};
 use servicekit::backends::Db;
 use servicekit::bus::{self, EventBus, Subscription};
@@ -23,6 +26,7 @@ use servicekit::config::BackendConfig;
 use servicekit::http;
 use servicekit::metrics::Metrics;
 use servicekit::service::{Deps, Needs};
+use servicekit::tokens::{TokenVerifier, VerifierConfig};
 use servicekit::{Secret, StartError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +37,8 @@ use tokio_util::sync::CancellationToken;
 pub const SERVICE: &str = "notify";
 /// The port it listens on by default.
 pub const DEFAULT_PORT: u16 = 8004;
+/// Where auth answers when nothing else is configured.
+pub const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:8001";
 
 static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static MIGRATIONS_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -55,6 +61,8 @@ pub struct Config {
     pub retry_base: Duration,
     /// Sends before an email is given up (dead-lettered).
     pub max_attempts: i64,
+    /// auth's base URL: the alert stream checks access tokens against its JWKS.
+    pub auth_url: String,
     /// The bus queue and exchanges (tests use unique names).
     pub queue: String,
     pub user_exchange: String,
@@ -73,6 +81,7 @@ impl Config {
             reminder_lead: Duration::from_secs(10 * 60),
             retry_base: Duration::from_secs(2),
             max_attempts: 6,
+            auth_url: DEFAULT_AUTH_URL.to_owned(),
             queue: SERVICE.to_owned(),
             user_exchange: USER_EVENTS.to_owned(),
             meeting_exchange: MEETING_EVENTS.to_owned(),
@@ -136,6 +145,20 @@ pub struct NotifyArgs {
 pub struct Parts {
     pub db: Option<Db>,
     pub bus: Option<Arc<dyn EventBus>>,
+    pub verifier: Option<TokenVerifier>,
+}
+
+/// What handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub alerts: alerts::Alerts,
+    pub verifier: TokenVerifier,
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> TokenVerifier {
+        state.verifier.clone()
+    }
 }
 
 /// Connect the service's backends and build its router.
@@ -172,6 +195,15 @@ pub async fn build_with(
     db.migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE).await?;
     let bus = parts.bus.unwrap_or_else(|| bus::for_link(deps.amqp));
     let mailer = mail::Mailer::new(config.smtp_url.as_ref(), config.mail_folder.clone())?;
+    let verifier = match parts.verifier {
+        Some(verifier) => verifier,
+        None => {
+            let jwks = format!("{}/api/v1/auth/jwks", config.auth_url.trim_end_matches('/'));
+            TokenVerifier::from_jwks_url(&jwks, VerifierConfig::default())
+                .map_err(|err| StartError::setting("AUTH_URL", err.message))?
+        }
+    };
+    let alerts = alerts::Alerts::default();
     let config = Arc::new(config);
     let wake = Arc::new(tokio::sync::Notify::new());
 
@@ -179,7 +211,7 @@ pub async fn build_with(
         .bind(config.user_exchange.clone(), "user.#")
         .bind(config.user_exchange.clone(), "auth.#")
         .bind(config.meeting_exchange.clone(), "meeting.#");
-    let handler = events::handler(db.clone(), config.clone(), wake.clone());
+    let handler = events::handler(db.clone(), config.clone(), wake.clone(), alerts.clone());
     bus.subscribe(subscription, handler, shutdown.clone())
         .await
         .map_err(|err| StartError::setting("AMQP_URL", err.to_string()))?;
@@ -192,10 +224,8 @@ pub async fn build_with(
     ));
 
     let metrics = Metrics::new(SERVICE);
-    Ok(http::service_router(
-        SERVICE,
-        Router::new(),
-        readiness,
-        metrics,
-    ))
+    let api = Router::new()
+        .route("/api/v1/notifications/stream", get(alerts::stream))
+        .with_state(AppState { alerts, verifier });
+    Ok(http::service_router(SERVICE, api, readiness, metrics))
 }

@@ -10,6 +10,9 @@ struct Cli {
     /// TCP port for the HTTP API.
     #[arg(long, env = "NOTIFY_PORT", default_value_t = notify::DEFAULT_PORT)]
     port: u16,
+    /// auth's base URL (the alert stream checks access tokens against its JWKS).
+    #[arg(long, env = "AUTH_URL", default_value = notify::DEFAULT_AUTH_URL)]
+    auth_url: String,
     #[command(flatten)]
     notify: notify::NotifyArgs,
     #[command(flatten)]
@@ -24,7 +27,9 @@ async fn main() -> ExitCode {
         cli.port,
         cli.service,
         |backends, shutdown| async move {
-            notify::build(notify::Config::from_args(backends, cli.notify)?, shutdown).await
+            let mut config = notify::Config::from_args(backends, cli.notify)?;
+            config.auth_url = cli.auth_url;
+            notify::build(config, shutdown).await
         },
     )
     .await

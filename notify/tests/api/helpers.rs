@@ -120,6 +120,14 @@ impl World {
 
     /// Start notify; returns the shutdown that stops this instance only.
     pub async fn spawn_notify(&self, config: notify::Config) -> CancellationToken {
+        self.spawn_notify_at(config).await.0
+    }
+
+    /// As [`World::spawn_notify`], also returning the address it serves on.
+    pub async fn spawn_notify_at(
+        &self,
+        config: notify::Config,
+    ) -> (CancellationToken, std::net::SocketAddr) {
         let stop = self.shutdown.child_token();
         let router = notify::build_with(
             config,
@@ -127,13 +135,15 @@ impl World {
             notify::Parts {
                 db: Some(self.db.clone()),
                 bus: Some(self.bus.clone()),
+                verifier: Some(crate::alerts::verifier()),
             },
         )
         .await
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         tokio::spawn(servicekit::http::serve(listener, router, stop.clone()));
-        stop
+        (stop, addr)
     }
 
     pub async fn publish(
