@@ -285,3 +285,24 @@ async fn quality(tx: &mut Transaction<'_, Any>, q: &QualityEvent) -> Result<(), 
     .map_err(retry)?;
     Ok(())
 }
+
+/// How long an event id is remembered for deduplication: redeliveries come within
+/// minutes, so a month is ample.
+pub const DEDUP_RETENTION_MS: i64 = 30 * 24 * HOUR_MS;
+
+/// Retention: drop quality buckets older than `quality_retention_ms` and dedup
+/// records older than [`DEDUP_RETENTION_MS`]. Meeting, participation and hourly
+/// rows are small and kept. Returns the number of rows removed.
+pub async fn prune(db: &Db, quality_retention_ms: i64, now_ms: i64) -> Result<u64, sqlx::Error> {
+    let quality = sqlx::query("DELETE FROM quality_buckets WHERE bucket_start < $1")
+        .bind(now_ms - quality_retention_ms)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    let dedup = sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
+        .bind(now_ms - DEDUP_RETENTION_MS)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(quality + dedup)
+}

@@ -42,6 +42,8 @@ pub struct Config {
     /// The bus queue and exchange (tests use unique names).
     pub queue: String,
     pub meeting_exchange: String,
+    /// How long per-participant quality buckets are kept.
+    pub quality_retention: std::time::Duration,
 }
 
 impl Config {
@@ -51,6 +53,7 @@ impl Config {
             auth_url: DEFAULT_AUTH_URL.to_owned(),
             queue: SERVICE.to_owned(),
             meeting_exchange: MEETING_EVENTS.to_owned(),
+            quality_retention: std::time::Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -119,6 +122,11 @@ pub async fn build_with(
     let bus = parts.bus.unwrap_or_else(|| bus::for_link(deps.amqp));
     let subscription =
         Subscription::new(config.queue.clone()).bind(config.meeting_exchange.clone(), "meeting.#");
+    tokio::spawn(retention(
+        db.clone(),
+        config.quality_retention,
+        shutdown.clone(),
+    ));
     bus.subscribe(subscription, ingest::handler(db.clone()), shutdown)
         .await
         .map_err(|err| StartError::setting("AMQP_URL", err.to_string()))?;
@@ -130,4 +138,21 @@ pub async fn build_with(
         readiness,
         metrics,
     ))
+}
+
+/// Prune old rows once an hour (see [`ingest::prune`]).
+async fn retention(db: Db, keep: std::time::Duration, shutdown: CancellationToken) {
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        match ingest::prune(&db, keep_ms, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "analytics retention pruned old rows"),
+            Err(err) => tracing::warn!(%err, "analytics retention failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub enum Stack {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    db: Db,
     pub bus: Arc<dyn EventBus>,
     pub exchange: String,
     queue: String,
@@ -90,7 +91,7 @@ pub async fn spawn_app(stack: Stack) -> TestApp {
         config,
         shutdown.clone(),
         analytics::Parts {
-            db: Some(db),
+            db: Some(db.clone()),
             bus: Some(bus.clone()),
             verifier: Some(verifier()),
         },
@@ -102,6 +103,7 @@ pub async fn spawn_app(stack: Stack) -> TestApp {
     tokio::spawn(servicekit::http::serve(listener, router, shutdown.clone()));
     TestApp {
         addr,
+        db,
         bus,
         exchange,
         queue,
@@ -147,6 +149,10 @@ impl User {
 }
 
 impl TestApp {
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn queue_name(&self) -> String {
         self.queue.clone()
     }

@@ -223,3 +223,48 @@ on_both!(
     a_meeting_is_hidden_from_people_who_neither_hosted_nor_attended_it,
     a_malformed_meeting_event_is_dead_lettered_and_counting_goes_on,
 );
+
+#[tokio::test]
+async fn quality_buckets_older_than_the_retention_are_pruned() {
+    let app = spawn_app(Stack::Embedded).await;
+    let user = User::new();
+    let meeting = MeetingId::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let p = ParticipantId::new();
+    app.meeting_event(meeting, now, joined(p, Some(user.id)))
+        .await;
+    for at in [now - 100 * 24 * 60 * MIN, now] {
+        let env = proto::event::EventEnvelope {
+            id: proto::ids::EventId::new(),
+            kind: "meeting.quality_sample".into(),
+            version: 1,
+            occurred_at_ms: at,
+            room: None,
+            seq: None,
+            payload: json!({"meeting_id": meeting, "occurred_at_ms": at, "sample": QualitySample {
+                participant_id: p, quality: Quality::Good, egress_estimate_bps: None, ingress_loss: 0.0, rtt_ms: None,
+            }}),
+        };
+        app.publish(&env).await;
+    }
+    let path = format!("/api/v1/analytics/meetings/{meeting}");
+    let mut points = 0;
+    for _ in 0..100 {
+        let (_, body) = app.get(&path, Some(&user)).await;
+        points = body["quality"][p.to_string()]
+            .as_array()
+            .map_or(0, Vec::len);
+        if points == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(points, 2);
+    let removed = analytics::ingest::prune(app.db(), 90 * 24 * 60 * MIN, now)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let (_, body) = app.get(&path, Some(&user)).await;
+    assert_eq!(body["quality"][p.to_string()].as_array().unwrap().len(), 1);
+    app.cleanup().await;
+}
