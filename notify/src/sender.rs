@@ -31,7 +31,14 @@ pub async fn run(
     wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
+        if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+            last_prune = Some(tokio::time::Instant::now());
+            if let Err(err) = prune(&db, now_ms()).await {
+                tracing::warn!(%err, "notify retention failed");
+            }
+        }
         let pause = match send_due(&db, &mailer, &config).await {
             Ok(n) if n > 0 => Duration::ZERO,
             Ok(_) => Duration::from_millis(500),
@@ -144,4 +151,27 @@ pub async fn send_due(db: &Db, mailer: &Mailer, config: &Config) -> Result<usize
         }
     }
     Ok(handled)
+}
+
+/// How long sent or dead-lettered emails and dedup records are kept.
+pub const RETENTION_MS: i64 = 30 * 24 * 3_600_000;
+
+/// Drop sent or dead-lettered emails and dedup records older than [`RETENTION_MS`]
+/// (the dead-letter table itself is kept for operators). Returns rows removed.
+pub async fn prune(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
+    let cutoff = now_ms - RETENTION_MS;
+    let mail = sqlx::query(
+        "DELETE FROM mail_queue WHERE (sent_at IS NOT NULL AND sent_at < $1) OR (failed_at IS NOT NULL AND failed_at < $2)",
+    )
+    .bind(cutoff)
+    .bind(cutoff)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    let dedup = sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
+        .bind(cutoff)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(mail + dedup)
 }

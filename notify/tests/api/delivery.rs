@@ -209,3 +209,22 @@ on_both!(
     a_malformed_event_is_dead_lettered_and_the_rest_keep_flowing,
     emails_for_events_written_while_the_broker_was_down_are_sent_exactly_once,
 );
+
+#[tokio::test]
+async fn sent_emails_and_dedup_records_are_pruned_after_the_retention() {
+    let world = World::new(Stack::Embedded).await;
+    world.spawn_notify(world.config()).await;
+    world
+        .publish(
+            &world.user_exchange(),
+            "user.registered",
+            json!({"email": "old@example.com"}),
+        )
+        .await;
+    wait_for_mails(&world.mail_folder(), |m| m.len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = chrono::Utc::now().timestamp_millis() + notify::sender::RETENTION_MS + 1000;
+    assert_eq!(notify::sender::prune(&world.db, later).await.unwrap(), 2);
+    assert_eq!(count(&world.db, "SELECT COUNT(*) FROM mail_queue").await, 0);
+    world.cleanup().await;
+}
