@@ -30,6 +30,8 @@ pub struct WorkerHandle {
     /// Forwarded packets per second over the last second, as f64 bits.
     forwarded_pps: Arc<AtomicU64>,
     pub local_addr: SocketAddr,
+    /// This worker's index (its metrics carry it as the `worker` label).
+    pub index: usize,
 }
 
 impl WorkerHandle {
@@ -57,6 +59,7 @@ impl WorkerHandle {
 
 /// Start a worker on its own thread, serving `socket` until `shutdown`.
 pub fn spawn(
+    index: usize,
     socket: std::net::UdpSocket,
     candidate_addr: SocketAddr,
     disconnect_grace: Duration,
@@ -73,7 +76,20 @@ pub fn spawn(
         events: events.clone(),
         forwarded_pps: forwarded_pps.clone(),
         local_addr,
+        index,
     };
+    // Export this worker's gauges from the start, before its first report.
+    metrics.set_load(
+        &index.to_string(),
+        &proto::sfu::NodeLoad {
+            rooms: 0,
+            participants: 0,
+            tracks: 0,
+            forwarded_pps: 0.0,
+            load: 0.0,
+        },
+        None,
+    );
     let config = SfuConfig {
         local_addr,
         candidate_addr: SocketAddr::new(candidate_addr.ip(), local_addr.port()),
@@ -109,6 +125,7 @@ pub fn spawn(
                     reported: SfuStats::default(),
                     forwarded_pps,
                     rate_window: (Instant::now(), 0),
+                    label: index.to_string(),
                 };
                 worker.run(shutdown).await;
             });
@@ -126,6 +143,8 @@ struct Worker {
     reported: SfuStats,
     forwarded_pps: Arc<AtomicU64>,
     rate_window: (Instant, u64),
+    /// The `worker` label of this worker's gauges.
+    label: String,
 }
 
 impl Worker {
@@ -198,8 +217,20 @@ impl Worker {
             self.forwarded_pps.store(pps.to_bits(), Ordering::Relaxed);
             self.rate_window = (now, stats.rtp_forwarded);
             let load = self.sfu.load(pps, 0.0);
-            self.metrics.set_load(&load);
+            self.metrics
+                .set_load(&self.label, &load, thread_cpu_seconds());
         }
         self.reported = stats;
     }
+}
+
+/// CPU seconds this thread has used, from `/proc/thread-self/stat` (Linux);
+/// `None` elsewhere. Read once a second, off the packet path.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks as f64 / 100.0)
 }

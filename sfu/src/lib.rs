@@ -42,47 +42,67 @@ impl Config {
     pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(20);
 }
 
-/// Bind the media socket, start the worker, and build the control router.
+/// Bind the media socket, start one worker, and build the control router.
 pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router, StartError> {
-    let (router, _) = build_with_worker(config, shutdown).await?;
+    let (router, _) = build_with_workers(config, 1, shutdown).await?;
     Ok(router)
 }
 
-/// As [`build`], also returning the worker handle (tests and the launcher use it
-/// to learn the media port).
-pub async fn build_with_worker(
+/// As [`build`] with `workers` media workers, each a thread with its own UDP
+/// port (`udp_bind`'s port + index, or any free port when it is 0) and its own
+/// rooms; also returns the worker handles (tests read the media ports).
+pub async fn build_with_workers(
     config: Config,
+    workers: usize,
     shutdown: CancellationToken,
-) -> Result<(Router, driver::WorkerHandle), StartError> {
+) -> Result<(Router, Vec<driver::WorkerHandle>), StartError> {
     if config.control_token.expose().len() < 16 {
         return Err(StartError::setting(
             "SFU_CONTROL_TOKEN",
             "must be at least 16 characters",
         ));
     }
-    let socket = std::net::UdpSocket::bind(config.udp_bind).map_err(|err| {
-        StartError::setting(
-            "SFU_UDP_PORT",
-            format!("{} cannot be bound: {err}", config.udp_bind),
-        )
-    })?;
+    if workers == 0 || workers > 64 {
+        return Err(StartError::setting(
+            "SFU_WORKERS",
+            "must be between 1 and 64",
+        ));
+    }
     let metrics = Metrics::new(SERVICE);
     let sfu_metrics = metrics::SfuMetrics::register(&metrics);
     let candidate = SocketAddr::new(config.public_ip, 0);
-    let worker = driver::spawn(
-        socket,
-        candidate,
-        config.disconnect_grace,
-        sfu_metrics,
-        shutdown,
-    )
-    .map_err(|err| StartError::other(format!("cannot start the SFU worker: {err}")))?;
-    tracing::info!(media = %worker.local_addr, public_ip = %config.public_ip, "media socket bound");
-    let readiness = Readiness::default().with(WorkerCheck(worker.clone()));
-    let api = control::router(worker.clone(), config.control_token);
+    let mut handles = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let mut bind = config.udp_bind;
+        if bind.port() != 0 {
+            let port = u16::try_from(usize::from(bind.port()) + index).map_err(|_| {
+                StartError::setting("SFU_UDP_PORT", "the worker ports run past 65535")
+            })?;
+            bind.set_port(port);
+        }
+        let socket = std::net::UdpSocket::bind(bind).map_err(|err| {
+            StartError::setting("SFU_UDP_PORT", format!("{bind} cannot be bound: {err}"))
+        })?;
+        let worker = driver::spawn(
+            index,
+            socket,
+            candidate,
+            config.disconnect_grace,
+            sfu_metrics.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|err| StartError::other(format!("cannot start SFU worker {index}: {err}")))?;
+        tracing::info!(worker = index, media = %worker.local_addr, public_ip = %config.public_ip, "media socket bound");
+        handles.push(worker);
+    }
+    let mut readiness = Readiness::default();
+    for worker in &handles {
+        readiness = readiness.with(WorkerCheck(worker.clone()));
+    }
+    let api = control::router(handles.clone(), config.control_token);
     Ok((
         http::service_router(SERVICE, api, readiness, metrics),
-        worker,
+        handles,
     ))
 }
 

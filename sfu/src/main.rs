@@ -22,6 +22,10 @@ struct Cli {
     /// Service credential signaling must present (at least 16 characters).
     #[arg(long, env = "SFU_CONTROL_TOKEN")]
     control_token: Secret<String>,
+    /// Media worker threads, each with its own UDP port (`--udp-port` + index)
+    /// and its own rooms. One per core you give the SFU.
+    #[arg(long, env = "SFU_WORKERS", default_value_t = 1)]
+    workers: usize,
     /// Seconds a participant whose media connection dropped is kept for a resume.
     #[arg(long, env = "SFU_DISCONNECT_GRACE_SECS", default_value_t = 20)]
     disconnect_grace_secs: u64,
@@ -39,11 +43,15 @@ async fn main() -> ExitCode {
         control_token: cli.control_token,
         disconnect_grace: Duration::from_secs(cli.disconnect_grace_secs),
     };
+    let workers = cli.workers;
     run_service(
         sfu::SERVICE,
         cli.port,
         cli.service,
-        |_backends, shutdown| sfu::build(config, shutdown),
+        move |_backends, shutdown| async move {
+            let (router, _) = sfu::build_with_workers(config, workers, shutdown).await?;
+            Ok(router)
+        },
     )
     .await
 }

@@ -1,7 +1,9 @@
 //! The SFU's Prometheus metrics, fed from the core's counters by the worker.
 
 use crate::core::SfuStats;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use proto::sfu::NodeLoad;
 use servicekit::metrics::Metrics;
@@ -23,10 +25,17 @@ pub struct SfuMetrics {
     data_relayed: Counter,
     sessions_failed: Counter,
     timer_wakeups: Counter,
-    rooms: Gauge,
-    participants: Gauge,
-    tracks: Gauge,
-    forwarded_pps: Gauge<f64, AtomicU64>,
+    rooms: Family<WorkerLabel, Gauge>,
+    participants: Family<WorkerLabel, Gauge>,
+    tracks: Family<WorkerLabel, Gauge>,
+    forwarded_pps: Family<WorkerLabel, Gauge<f64, AtomicU64>>,
+    worker_cpu: Family<WorkerLabel, Gauge<f64, AtomicU64>>,
+}
+
+/// Per-worker gauges carry the worker's index.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    worker: String,
 }
 
 impl SfuMetrics {
@@ -123,6 +132,11 @@ impl SfuMetrics {
             "Forwarded RTP packets per second over the last second",
             m.forwarded_pps.clone(),
         );
+        metrics.register(
+            "sfu_worker_cpu_seconds",
+            "CPU seconds used by each media worker thread",
+            m.worker_cpu.clone(),
+        );
         m
     }
 
@@ -172,10 +186,22 @@ impl SfuMetrics {
         add(&self.timer_wakeups, before.timer_wakeups, now.timer_wakeups);
     }
 
-    pub fn set_load(&self, load: &NodeLoad) {
-        self.rooms.set(i64::from(load.rooms));
-        self.participants.set(i64::from(load.participants));
-        self.tracks.set(i64::from(load.tracks));
-        self.forwarded_pps.set(load.forwarded_pps);
+    pub fn set_load(&self, worker: &str, load: &NodeLoad, cpu_seconds: Option<f64>) {
+        let label = WorkerLabel {
+            worker: worker.to_owned(),
+        };
+        self.rooms.get_or_create(&label).set(i64::from(load.rooms));
+        self.participants
+            .get_or_create(&label)
+            .set(i64::from(load.participants));
+        self.tracks
+            .get_or_create(&label)
+            .set(i64::from(load.tracks));
+        self.forwarded_pps
+            .get_or_create(&label)
+            .set(load.forwarded_pps);
+        if let Some(cpu) = cpu_seconds {
+            self.worker_cpu.get_or_create(&label).set(cpu);
+        }
     }
 }

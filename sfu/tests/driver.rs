@@ -22,6 +22,8 @@ const TOKEN: &str = "test-control-token-0123456789";
 struct Node {
     http: SocketAddr,
     media: SocketAddr,
+    /// Every worker's media address (the first is `media`).
+    all_media: Vec<SocketAddr>,
     shutdown: CancellationToken,
 }
 
@@ -32,6 +34,10 @@ impl Drop for Node {
 }
 
 async fn spawn_node() -> Node {
+    spawn_node_with(1).await
+}
+
+async fn spawn_node_with(workers: usize) -> Node {
     let shutdown = CancellationToken::new();
     let config = sfu::Config {
         udp_bind: "127.0.0.1:0".parse().unwrap(),
@@ -39,7 +45,7 @@ async fn spawn_node() -> Node {
         control_token: Secret::new(TOKEN.to_owned()),
         disconnect_grace: Duration::from_secs(5),
     };
-    let (router, worker) = sfu::build_with_worker(config, shutdown.clone())
+    let (router, handles) = sfu::build_with_workers(config, workers, shutdown.clone())
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +53,8 @@ async fn spawn_node() -> Node {
     tokio::spawn(servicekit::http::serve(listener, router, shutdown.clone()));
     Node {
         http,
-        media: worker.local_addr,
+        media: handles[0].local_addr,
+        all_media: handles.iter().map(|w| w.local_addr).collect(),
         shutdown,
     }
 }
@@ -419,8 +426,8 @@ async fn the_control_api_needs_the_service_token_and_rejects_bad_input_with_code
                 "/v1/sessions/0190a1b2-0000-7000-8000-000000000009/subscriber/answer",
                 r#"{"sdp":"v=0"}"#,
             ),
-            422,
-            "invalid_field",
+            404,
+            "not_found",
         ),
         (
             post(
@@ -441,7 +448,7 @@ async fn the_control_api_needs_the_service_token_and_rejects_bad_input_with_code
     ];
     for (request, status, code) in cases {
         let response = request.send().await.unwrap();
-        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.status().as_u16(), status, "expected {code}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{body}");
     }
@@ -455,4 +462,75 @@ async fn the_control_api_needs_the_service_token_and_rejects_bad_input_with_code
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_workers_and_media_flows_on_each() {
+    let node = spawn_node_with(2).await;
+    assert_eq!(node.all_media.len(), 2);
+    assert_ne!(node.all_media[0], node.all_media[1]);
+    let media_port = |created: &SessionCreated| {
+        created
+            .publisher_answer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=candidate:"))
+            .and_then(|l| l.split_whitespace().nth(5))
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap()
+    };
+    let mut a_pub = UdpPeer::new();
+    let (_, a_created) = create_session(&node, "room-one", &mut a_pub, true).await;
+    let mut c_pub = UdpPeer::new();
+    let (_, c_created) = create_session(&node, "room-two", &mut c_pub, true).await;
+    // Two rooms, two workers: each room's media goes to its own worker's port.
+    let ports = [media_port(&a_created), media_port(&c_created)];
+    assert_ne!(ports[0], ports[1], "rooms placed on different workers");
+    for port in ports {
+        assert!(node.all_media.iter().any(|m| m.port() == port));
+    }
+    // A second participant in room two lands on the same worker, and gets media.
+    let media = node.all_media[node
+        .all_media
+        .iter()
+        .position(|m| m.port() == ports[1])
+        .unwrap()];
+    let c_sub = UdpPeer::new();
+    let peers = tokio::task::spawn_blocking(move || {
+        run_call(
+            vec![c_pub, c_sub],
+            media,
+            Duration::from_millis(1500),
+            false,
+        )
+    })
+    .await
+    .unwrap();
+    let mut d_pub = UdpPeer::new();
+    let mut d_sub = UdpPeer::new();
+    let (d, d_created) = create_session(&node, "room-two", &mut d_pub, false).await;
+    assert_eq!(media_port(&d_created), ports[1], "same room, same worker");
+    answer_subscriber(&node, d, &mut d_sub, &d_created).await;
+    let mut peers = peers;
+    peers.push(d_pub);
+    peers.push(d_sub);
+    let peers =
+        tokio::task::spawn_blocking(move || run_call(peers, media, Duration::from_secs(3), false))
+            .await
+            .unwrap();
+    assert!(
+        peers[3].received_rtp > 100,
+        "room two on worker two forwards ({})",
+        peers[3].received_rtp
+    );
+    let load: serde_json::Value = client()
+        .get(format!("http://{}/v1/load", node.http))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(load["rooms"], 2);
+    assert_eq!(load["participants"], 3);
 }
