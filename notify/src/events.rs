@@ -40,6 +40,13 @@ pub fn handler(
             }
             let mut out = Vec::new();
             apply(&mut tx, &config, &event, now, &mut out).await?;
+            let mut allowed = Vec::with_capacity(out.len());
+            for alert in out {
+                if in_app_allowed(&mut tx, alert.0).await? {
+                    allowed.push(alert);
+                }
+            }
+            let out = allowed;
             tx.commit().await.map_err(retry)?;
             wake.notify_one();
             // Only after the commit: an alert never announces an effect that was rolled back.
@@ -72,6 +79,57 @@ struct AccountPayload {
     user_id: Option<UserId>,
 }
 
+/// `user.preferences_changed` (from users): the person's channel switches.
+#[derive(Deserialize)]
+struct PreferencesChanged {
+    user_id: UserId,
+    notifications: Channels,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct Channels {
+    email: bool,
+    in_app: bool,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Self {
+            email: true,
+            in_app: true,
+        }
+    }
+}
+
+/// Emails a person may switch off. Account emails (verification, reset, password
+/// changed) always go: they are part of signing in and of account security.
+const OPTIONAL_KINDS: &[&str] = &["welcome", "invitation", "cancellation", "reminder"];
+
+async fn email_allowed(tx: &mut Transaction<'_, Any>, to: &str) -> Result<bool, HandlerError> {
+    let off =
+        sqlx::query("SELECT COUNT(*) AS n FROM people WHERE email = $1 AND email_enabled = 0")
+            .bind(to)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_retry)?
+            .try_get::<i64, _>("n")
+            .map_err(db_retry)?;
+    Ok(off == 0)
+}
+
+async fn in_app_allowed(tx: &mut Transaction<'_, Any>, user: UserId) -> Result<bool, HandlerError> {
+    let off =
+        sqlx::query("SELECT COUNT(*) AS n FROM people WHERE user_id = $1 AND in_app_enabled = 0")
+            .bind(user.to_string())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_retry)?
+            .try_get::<i64, _>("n")
+            .map_err(db_retry)?;
+    Ok(off == 0)
+}
+
 /// In-app alerts to send once the transaction commits: (user, title, meeting).
 type Out = Vec<(UserId, String, Option<String>)>;
 
@@ -100,6 +158,16 @@ async fn apply(
     match event.kind.as_str() {
         "user.registered" => {
             let p = account()?;
+            if let Some(user) = p.user_id {
+                sqlx::query(
+                    "INSERT INTO people (user_id, email) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET email = excluded.email",
+                )
+                .bind(user.to_string())
+                .bind(&p.email)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_retry)?;
+            }
             let r = templates::welcome(&p.display_name, url);
             queue(tx, "welcome", &p.email, &r, None, None, now, now).await
         }
@@ -131,6 +199,20 @@ async fn apply(
             let meeting: MeetingEvent = serde_json::from_value(event.payload.clone())
                 .map_err(|err| reject(&event.kind, err))?;
             apply_meeting(tx, config, &meeting, now, out).await
+        }
+        "user.preferences_changed" => {
+            let p: PreferencesChanged = serde_json::from_value(event.payload.clone())
+                .map_err(|err| reject(&event.kind, err))?;
+            sqlx::query(
+                "INSERT INTO people (user_id, email_enabled, in_app_enabled) VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled, in_app_enabled = excluded.in_app_enabled",
+            )
+            .bind(p.user_id.to_string())
+            .bind(i64::from(p.notifications.email))
+            .bind(i64::from(p.notifications.in_app))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_retry)?;
+            Ok(())
         }
         // auth.sign_in_throttled, …: nothing to send.
         _ => Ok(()),
@@ -408,6 +490,9 @@ async fn queue(
     due: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
+    if OPTIONAL_KINDS.contains(&kind) && !email_allowed(tx, to).await? {
+        return Ok(());
+    }
     let (method, ics) = match ics {
         Some((m, i)) => (Some(m), Some(i)),
         None => (None, None),

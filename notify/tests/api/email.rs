@@ -270,4 +270,72 @@ pub(crate) use on_both;
 on_both!(
     an_update_and_a_cancellation_reach_invitees_with_a_growing_sequence,
     account_events_send_welcome_verification_and_reset_links,
+    people_who_switched_email_off_get_no_optional_email_but_still_account_mail,
 );
+
+async fn people_who_switched_email_off_get_no_optional_email_but_still_account_mail(stack: Stack) {
+    let world = World::new(stack).await;
+    world.spawn_notify(world.config()).await;
+    let ann = UserId::new();
+    let ux = world.user_exchange();
+    world
+        .publish(
+            &ux,
+            "user.registered",
+            json!({"user_id": ann, "email": "ann@example.com", "display_name": "Ann"}),
+        )
+        .await;
+    wait_for_mails(&world.mail_folder(), |m| m.len() == 1).await;
+    world
+        .publish(
+            &ux,
+            "user.preferences_changed",
+            json!({"user_id": ann, "notifications": {"email": false, "push": true, "in_app": true}}),
+        )
+        .await;
+    world
+        .publish(
+            &world.meeting_exchange(),
+            "meeting.scheduled",
+            meeting_event(
+                MeetingId::new(),
+                scheduled(
+                    "2026-12-01T14:00:00Z",
+                    "UTC",
+                    &["ann@example.com", "bob@example.com"],
+                ),
+            ),
+        )
+        .await;
+    world
+        .publish(
+            &ux,
+            "auth.password_reset_requested",
+            json!({"user_id": ann, "email": "ann@example.com", "token": "t-1"}),
+        )
+        .await;
+    let mails = wait_for_mails(&world.mail_folder(), |m| m.len() == 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mails_now = crate::helpers::read_mails(&world.mail_folder());
+    assert_eq!(mails_now.len(), 3);
+    let mut got: Vec<(String, String)> = mails
+        .iter()
+        .map(|m| (m.to.clone(), m.subject.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "ann@example.com".into(),
+                "Reset your MeetEase password".into()
+            ),
+            ("ann@example.com".into(), "Welcome to MeetEase".into()),
+            (
+                "bob@example.com".into(),
+                "Invitation: Quarterly planning".into()
+            ),
+        ]
+    );
+    world.cleanup().await;
+}
