@@ -73,20 +73,23 @@ async function refreshSession() {
   return refreshing;
 }
 
-async function raw(method, path, body, token) {
-  const headers = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+async function raw(method, path, body, token, { as = 'json' } = {}) {
+  const headers = { Accept: as === 'json' ? 'application/json' : '*/*' };
+  // A Blob (a file) goes as it is; anything else as JSON.
+  const isBlob = typeof Blob !== 'undefined' && body instanceof Blob;
+  if (body !== undefined) headers['Content-Type'] = isBlob ? (body.type || 'application/octet-stream') : 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
   let response;
   try {
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : isBlob ? body : JSON.stringify(body),
     });
   } catch (error) {
     throw new ApiError('network', error.message, 0);
   }
+  if (as === 'blob' && response.ok) return response.blob();
   const text = await response.text();
   let data = null;
   if (text) {
@@ -108,7 +111,7 @@ async function raw(method, path, body, token) {
  * Call the API. With `auth: true` (default when signed in) the access token is
  * sent and refreshed once if it has expired.
  */
-export async function api(method, path, body, { auth = true } = {}) {
+export async function api(method, path, body, { auth = true, as = 'json' } = {}) {
   let session = auth ? currentSession() : null;
   if (session && session.expires_at && session.expires_at - Date.now() < 15_000) {
     try {
@@ -118,11 +121,11 @@ export async function api(method, path, body, { auth = true } = {}) {
     }
   }
   try {
-    return await raw(method, path, body, session && session.access_token);
+    return await raw(method, path, body, session && session.access_token, { as });
   } catch (error) {
     if (session && error.status === 401 && ['token_expired', 'unauthenticated'].includes(error.code)) {
       const fresh = await refreshSession();
-      return raw(method, path, body, fresh.access_token);
+      return raw(method, path, body, fresh.access_token, { as });
     }
     throw error;
   }
@@ -211,4 +214,36 @@ export async function getMeeting(code) {
 export function joinMeeting(code, displayName) {
   const body = displayName ? { display_name: displayName } : {};
   return api('POST', `/api/v1/meetings/${encodeURIComponent(code)}/join`, body);
+}
+
+// --- profile (users service) -----------------------------------------------------
+
+/** The signed-in person's profile: {id, email, display_name, time_zone, locale, bio, avatar_url, has_avatar, preferences}. */
+export function getMyProfile() {
+  return api('GET', '/api/v1/users/me');
+}
+
+/** Change some fields; absent ones stay. `preferences` may be partial too. */
+export function updateMyProfile(patch) {
+  return api('PATCH', '/api/v1/users/me', patch);
+}
+
+/** Upload a PNG, JPEG or WebP file as the avatar (the body is the file itself). */
+export function uploadAvatar(file) {
+  return api('PUT', '/api/v1/users/me/avatar', file);
+}
+
+export function deleteAvatar() {
+  return api('DELETE', '/api/v1/users/me/avatar');
+}
+
+/**
+ * An object URL for someone's avatar (the API needs the bearer token, so an
+ * <img src> cannot load it directly). Revoke it when the image goes away.
+ */
+export async function avatarObjectUrl(avatarUrl, size = 256) {
+  const url = new URL(avatarUrl, location.origin);
+  url.searchParams.set('size', String(size));
+  const blob = await api('GET', url.pathname + url.search, undefined, { as: 'blob' });
+  return URL.createObjectURL(blob);
 }

@@ -4,6 +4,7 @@ import { h, mount } from './dom.js';
 import { renderForgot, renderReset, renderSignIn, renderSignUp } from './views/auth.js';
 import { renderHome } from './views/home.js';
 import { renderMeetingPage } from './views/meeting.js';
+import { renderProfile } from './views/profile.js';
 
 const main = document.getElementById('main');
 const topbar = document.getElementById('topbar');
@@ -15,6 +16,7 @@ const routes = [
   { path: /^\/signup\/?$/, view: (root) => renderSignUp(root, nextFromQuery()) },
   { path: /^\/forgot\/?$/, view: (root) => renderForgot(root) },
   { path: /^\/reset\/?$/, view: (root) => renderReset(root) },
+  { path: /^\/profile\/?$/, view: (root) => renderProfile(root) },
   { path: /^\/m\/([^/]+)\/?$/, view: (root, [code]) => renderMeetingPage(root, decodeURIComponent(code)) },
 ];
 
@@ -75,7 +77,7 @@ function renderTopbar() {
       : h('nav', { class: 'account', 'aria-label': 'Account' },
         session
           ? [
-            h('span', { class: 'who' }, userName(session)),
+            h('a', { class: 'who', href: '/profile', 'data-link': '', title: 'Your profile' }, userName(session)),
             h('button', {
               type: 'button',
               class: 'btn btn-ghost',

@@ -3,7 +3,7 @@
 const MESSAGES = {
   malformed_body: 'Something in the request was not understood. Reload the page and try again.',
   invalid_field: null, // the server's message names the field: use it
-  payload_too_large: 'That is too long. Shorten it and try again.',
+  payload_too_large: 'That is too large. Shorten it (or pick a picture under 5 MB) and try again.',
   not_found: 'That page or resource does not exist.',
   rate_limited: 'Too many attempts. Wait a minute, then try again.',
   conflict: null,
@@ -33,6 +33,10 @@ const MESSAGES = {
   publish_not_allowed: 'You may not share your camera, microphone or screen in this meeting.',
   resume_failed: 'Your earlier session had ended. Join again.',
   participant_not_found: 'That person is no longer in the meeting.',
+  user_not_found: 'That person has no MeetEase profile.',
+  unsupported_image: 'That file is not a PNG, JPEG or WebP picture. Choose another one.',
+  image_too_large: 'That picture has too many pixels. Choose one under 16 megapixels.',
+  invalid_image: 'That picture is damaged or incomplete. Choose another one.',
   service_unavailable: 'MeetEase is having trouble right now. Try again in a moment.',
   upstream_unavailable: 'MeetEase is having trouble right now. Try again in a moment.',
   upstream_timeout: 'MeetEase took too long to answer. Try again.',
