@@ -104,7 +104,13 @@ impl Default for Channels {
 
 /// Emails a person may switch off. Account emails (verification, reset, password
 /// changed) always go: they are part of signing in and of account security.
-const OPTIONAL_KINDS: &[&str] = &["welcome", "invitation", "cancellation", "reminder"];
+const OPTIONAL_KINDS: &[&str] = &[
+    "welcome",
+    "invitation",
+    "cancellation",
+    "reminder",
+    "summary",
+];
 
 async fn email_allowed(tx: &mut Transaction<'_, Any>, to: &str) -> Result<bool, HandlerError> {
     let off =
@@ -321,11 +327,31 @@ async fn apply_meeting(
             time_zone,
             invitees,
         } => (title, starts_at, time_zone, invitees, None),
+        MeetingEventBody::Started {} => {
+            sqlx::query(
+                "UPDATE meeting_calendar SET session_started_at = $1 WHERE meeting_id = $2 AND session_started_at IS NULL",
+            )
+            .bind(event.occurred_at_ms)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_retry)?;
+            return Ok(());
+        }
+        MeetingEventBody::Ended {} => return summary(tx, config, &id, event, now).await,
         MeetingEventBody::ParticipantJoined {
             user_id,
             display_name,
             ..
         } => {
+            sqlx::query(
+                "UPDATE meeting_calendar SET session_participants = session_participants + 1, session_started_at = COALESCE(session_started_at, $1) WHERE meeting_id = $2",
+            )
+            .bind(event.occurred_at_ms)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_retry)?;
             let Some(cal) = load_calendar(tx, &id).await? else {
                 return Ok(());
             };
@@ -422,6 +448,42 @@ async fn apply_meeting(
         },
     )
     .await
+}
+
+/// The host's summary when a session of the meeting ends (the room emptied or
+/// the host ended it); the session counters start again for the next one.
+async fn summary(
+    tx: &mut Transaction<'_, Any>,
+    config: &Config,
+    id: &str,
+    event: &MeetingEvent,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let row = sqlx::query(
+        "SELECT c.title, c.session_started_at, c.session_participants, p.email FROM meeting_calendar c LEFT JOIN people p ON p.user_id = c.host_id WHERE c.meeting_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_retry)?;
+    let Some(row) = row else { return Ok(()) };
+    let title: String = row.try_get("title").map_err(db_retry)?;
+    let started: Option<i64> = row.try_get("session_started_at").map_err(db_retry)?;
+    let participants: i64 = row.try_get("session_participants").map_err(db_retry)?;
+    let email: Option<String> = row.try_get("email").map_err(db_retry)?;
+    sqlx::query(
+        "UPDATE meeting_calendar SET session_started_at = NULL, session_participants = 0 WHERE meeting_id = $1",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_retry)?;
+    let (Some(started), Some(email)) = (started, email.filter(|e| !e.is_empty())) else {
+        return Ok(());
+    };
+    let minutes = (event.occurred_at_ms - started).max(0) / 60_000;
+    let r = templates::summary(&title, minutes, participants, &config.public_url);
+    queue(tx, "summary", &email, &r, None, Some(id), now, now).await
 }
 
 fn parse_when(starts_at: &str, time_zone: &str) -> Result<(DateTime<Utc>, Tz), HandlerError> {

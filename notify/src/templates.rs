@@ -156,6 +156,22 @@ pub fn reminder(title: &str, when: &str, join_url: &str) -> Rendered {
     )
 }
 
+pub fn summary(title: &str, minutes: i64, participants: i64, public_url: &str) -> Rendered {
+    let people = if participants == 1 {
+        "1 person".to_owned()
+    } else {
+        format!("{participants} people")
+    };
+    layout(
+        &format!("Summary: {title}"),
+        "",
+        &[format!(
+            "Your meeting \"{title}\" has ended. It lasted {minutes} min and {people} joined."
+        )],
+        Some(("Open MeetEase", public_url)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

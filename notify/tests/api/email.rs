@@ -271,6 +271,7 @@ on_both!(
     an_update_and_a_cancellation_reach_invitees_with_a_growing_sequence,
     account_events_send_welcome_verification_and_reset_links,
     people_who_switched_email_off_get_no_optional_email_but_still_account_mail,
+    the_host_gets_a_summary_when_the_meeting_ends,
 );
 
 async fn people_who_switched_email_off_get_no_optional_email_but_still_account_mail(stack: Stack) {
@@ -336,6 +337,66 @@ async fn people_who_switched_email_off_get_no_optional_email_but_still_account_m
                 "Invitation: Quarterly planning".into()
             ),
         ]
+    );
+    world.cleanup().await;
+}
+
+async fn the_host_gets_a_summary_when_the_meeting_ends(stack: Stack) {
+    let world = World::new(stack).await;
+    world.spawn_notify(world.config()).await;
+    let host = UserId::new();
+    world
+        .publish(
+            &world.user_exchange(),
+            "user.registered",
+            json!({"user_id": host, "email": "host@example.com"}),
+        )
+        .await;
+    let meeting = MeetingId::new();
+    let mut body = scheduled("2026-12-01T14:00:00Z", "UTC", &[]);
+    if let MeetingEventBody::Scheduled { host_id, .. } = &mut body {
+        *host_id = host;
+    }
+    let x = world.meeting_exchange();
+    let at = |ms: i64| {
+        let mut v = meeting_event(meeting, MeetingEventBody::Started {});
+        v["occurred_at_ms"] = json!(ms);
+        v
+    };
+    world
+        .publish(&x, "meeting.scheduled", meeting_event(meeting, body))
+        .await;
+    world.publish(&x, "meeting.started", at(1_000_000)).await;
+    for _ in 0..2 {
+        let mut v = meeting_event(
+            meeting,
+            MeetingEventBody::ParticipantJoined {
+                participant_id: proto::ids::ParticipantId::new(),
+                user_id: None,
+                display_name: "P".into(),
+            },
+        );
+        v["occurred_at_ms"] = json!(1_000_000);
+        world.publish(&x, "meeting.participant_joined", v).await;
+    }
+    let mut ended = meeting_event(meeting, MeetingEventBody::Ended {});
+    ended["occurred_at_ms"] = json!(1_000_000 + 25 * 60_000);
+    world.publish(&x, "meeting.ended", ended).await;
+    let mails = wait_for_mails(&world.mail_folder(), |m| {
+        m.iter().any(|m| m.subject == "Summary: Quarterly planning")
+    })
+    .await;
+    let summary = mails
+        .iter()
+        .find(|m| m.subject.starts_with("Summary"))
+        .unwrap();
+    assert_eq!(summary.to, "host@example.com");
+    assert!(
+        summary
+            .text()
+            .contains("It lasted 25 min and 2 people joined."),
+        "{}",
+        summary.text()
     );
     world.cleanup().await;
 }
