@@ -168,6 +168,29 @@ async fn meeting(
 pub struct UserSummary {
     pub meetings_attended: i64,
     pub minutes: f64,
+    /// The quality label of most of the user's 10-second buckets, if any were sampled.
+    pub typical_quality: Option<String>,
+}
+
+/// Buckets per quality label (`excellent`, `good`, `poor`, `lost`).
+async fn quality_counts(
+    pool: &sqlx::AnyPool,
+    sql: &'static str,
+    bind: String,
+) -> Result<BTreeMap<String, i64>, ApiError> {
+    let mut out = BTreeMap::new();
+    for r in sqlx::query(sql)
+        .bind(bind)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?
+    {
+        out.insert(
+            r.try_get::<String, _>("quality").map_err(db_error)?,
+            r.try_get::<i64, _>("n").map_err(db_error)?,
+        );
+    }
+    Ok(out)
 }
 
 async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserSummary>, ApiError> {
@@ -186,9 +209,20 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserSu
         let left: Option<i64> = r.try_get("left_at").map_err(db_error)?;
         total += (left.unwrap_or(now) - joined).max(0);
     }
+    let counts = quality_counts(
+        state.db.pool(),
+        "SELECT q.quality AS quality, COUNT(*) AS n FROM quality_buckets q JOIN participations p ON p.participant_id = q.participant_id WHERE p.user_id = $1 GROUP BY q.quality",
+        user.user_id().to_string(),
+    )
+    .await?;
+    let typical_quality = counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(quality, _)| quality);
     Ok(Json(UserSummary {
         meetings_attended: meetings.len() as i64,
         minutes: minutes(total),
+        typical_quality,
     }))
 }
 
@@ -212,6 +246,8 @@ pub struct PlatformSummary {
     pub concurrent_peak: i64,
     pub concurrent_now: i64,
     pub participant_joins: i64,
+    /// 10-second quality buckets per label over the window.
+    pub quality_distribution: BTreeMap<String, i64>,
 }
 
 async fn platform(
@@ -249,7 +285,14 @@ async fn platform(
         .map_err(db_error)?
         .try_get("concurrent")
         .map_err(db_error)?;
+    let quality_distribution = quality_counts(
+        pool,
+        "SELECT quality, COUNT(*) AS n FROM quality_buckets WHERE bucket_start >= CAST($1 AS BIGINT) GROUP BY quality",
+        since.to_string(),
+    )
+    .await?;
     Ok(Json(PlatformSummary {
+        quality_distribution,
         days,
         meetings_per_day: per_day
             .into_iter()

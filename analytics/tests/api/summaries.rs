@@ -118,7 +118,13 @@ async fn a_simulated_meetings_events_give_the_right_summary(stack: Stack) {
     assert_eq!(status, 200);
     let (status, me) = app.get("/api/v1/analytics/users/me", Some(&ann)).await;
     assert_eq!(status, 200);
-    assert_eq!(me, json!({"meetings_attended": 1, "minutes": 5.0}));
+    assert_eq!(me["meetings_attended"], 1);
+    assert_eq!(me["minutes"], 5.0);
+    // One excellent and one poor bucket: either may be typical, but one is named.
+    assert!(["excellent", "poor"].contains(&me["typical_quality"].as_str().unwrap()));
+    let (_, bob_me) = app.get("/api/v1/analytics/users/me", Some(&bob)).await;
+    assert_eq!(bob_me["minutes"], 2.0);
+    assert_eq!(bob_me["typical_quality"], json!(null));
 
     let (status, platform) = app
         .get("/api/v1/analytics/platform?days=2", Some(&host))
@@ -127,6 +133,10 @@ async fn a_simulated_meetings_events_give_the_right_summary(stack: Stack) {
     assert_eq!(platform["concurrent_peak"], 3);
     assert_eq!(platform["concurrent_now"], 0);
     assert_eq!(platform["participant_joins"], 3);
+    assert_eq!(
+        platform["quality_distribution"],
+        json!({"excellent": 1, "poor": 1})
+    );
     let day = chrono::DateTime::from_timestamp_millis(t0)
         .unwrap()
         .format("%Y-%m-%d")
