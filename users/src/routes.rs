@@ -247,12 +247,11 @@ fn no_such_user() -> ApiError {
     ApiError::new(ErrorCode::UserNotFound, "no such user")
 }
 
+/// `?size=64|256`. The `v` that `avatar_url` adds is only a cache buster for
+/// browsers; unknown query parameters are ignored.
 #[derive(Debug, Deserialize)]
 pub struct AvatarQuery {
     pub size: Option<u32>,
-    /// Cache buster set by `avatar_url`; not used by the server.
-    #[allow(dead_code)]
-    pub v: Option<String>,
 }
 
 /// Browsers may keep an avatar 5 minutes, then revalidate with the ETag.

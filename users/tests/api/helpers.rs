@@ -347,11 +347,33 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// `PUT /api/v1/users/me/avatar` over a raw socket: the head (with
-    /// `Content-Length: declared`, or chunked when `None`), then `body` as written, then
-    /// the answer is read. A hostile client need not send what it declares.
+    /// `PUT /api/v1/users/me/avatar` over a raw socket (see [`TestApp::raw_request`]).
+    /// A hostile client need not send what it declares.
     pub async fn raw_put_avatar(
         &self,
+        who: &Person,
+        declared: Option<usize>,
+        body: &[u8],
+    ) -> Answer {
+        self.raw_request(
+            "PUT",
+            "/api/v1/users/me/avatar",
+            "image/png",
+            who,
+            declared,
+            body,
+        )
+        .await
+    }
+
+    /// A request over a raw socket: the head (with `Content-Length: declared`, or
+    /// chunked when `None`), then `body` as written (in the background: the server
+    /// may answer and stop reading early), then the answer is read.
+    pub async fn raw_request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
         who: &Person,
         declared: Option<usize>,
         body: &[u8],
@@ -363,7 +385,7 @@ impl TestApp {
             None => "transfer-encoding: chunked\r\n".to_owned(),
         };
         let head = format!(
-            "PUT /api/v1/users/me/avatar HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\ncontent-type: image/png\r\n{length}\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\ncontent-type: {content_type}\r\n{length}\r\n",
             who.token
         );
         socket.write_all(head.as_bytes()).await.unwrap();
