@@ -243,7 +243,9 @@ async fn quality_buckets_older_than_the_retention_are_pruned() {
     let p = ParticipantId::new();
     app.meeting_event(meeting, now, joined(p, Some(user.id)))
         .await;
-    for at in [now - 100 * 24 * 60 * MIN, now] {
+    // 60 days old: kept by the service's own 90-day retention (which also runs
+    // in the background), removed by the 30-day prune below.
+    for at in [now - 60 * 24 * 60 * MIN, now] {
         let env = proto::event::EventEnvelope {
             id: proto::ids::EventId::new(),
             kind: "meeting.quality_sample".into(),
@@ -270,7 +272,7 @@ async fn quality_buckets_older_than_the_retention_are_pruned() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(points, 2);
-    let removed = analytics::ingest::prune(app.db(), 90 * 24 * 60 * MIN, now)
+    let removed = analytics::ingest::prune(app.db(), 30 * 24 * 60 * MIN, now)
         .await
         .unwrap();
     assert_eq!(removed, 1);
