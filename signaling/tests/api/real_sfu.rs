@@ -256,7 +256,8 @@ async fn media_flows_between_two_participants_joined_through_signaling() {
         joined_a["participant_id"]
     );
     assert_eq!(published["track"]["source"], "camera");
-    assert_eq!(published["seq"], 2);
+    // A quality sample from the node may precede it (room events share the sequence).
+    assert!(published["seq"].as_u64().unwrap() >= 2);
 
     let bob = User::new("Bob");
     let token = app.room_token(&id, Some(&bob), json!({})).await;
@@ -277,7 +278,15 @@ async fn media_flows_between_two_participants_joined_through_signaling() {
             .iter()
             .any(|p| p["tracks"].as_array().is_some_and(|t| t.len() == 1))
     );
-    assert_eq!(a.expect("participant_joined").await["seq"], 3);
+    // Joined, the track, then B; the SFU's periodic quality samples are room
+    // events too and may come in between, so only the order is fixed.
+    let seq = a.expect("participant_joined").await["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        seq >= 3,
+        "B's arrival follows A's join and track (seq {seq})"
+    );
 
     let mut peers = peers;
     peers.push(b_pub);
@@ -333,7 +342,15 @@ async fn a_client_whose_socket_drops_mid_call_resumes_and_media_flows_again() {
     let bob = User::new("Bob");
     let b_token = app.room_token(&id, Some(&bob), json!({})).await;
     let (b, joined_b, b_pub, b_sub) = join(&app.ws_url(), &b_token, false).await;
-    assert_eq!(a.expect("participant_joined").await["seq"], 3);
+    // Joined, the track, then B; the SFU's periodic quality samples are room
+    // events too and may come in between, so only the order is fixed.
+    let seq = a.expect("participant_joined").await["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        seq >= 3,
+        "B's arrival follows A's join and track (seq {seq})"
+    );
     let mut peers = peers;
     peers.push(b_pub);
     peers.push(b_sub);
