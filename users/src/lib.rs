@@ -8,7 +8,8 @@
 //! - [`store`]: profiles and avatar images (PostgreSQL or SQLite, one query set);
 //! - [`avatar`]: checking, resizing and re-encoding uploads; the generated default;
 //! - [`routes`]: the HTTP API under `/api/v1/users`;
-//! - [`events`]: `user.registered` and `user.deleted` from the event bus.
+//! - [`events`]: `user.registered` and `user.deleted` from the event bus;
+//!   `user.preferences_changed` goes out through the outbox (see [`store`]).
 //!
 //! A profile is created by auth's `user.registered` event, or the first time its
 //! owner calls the service (from the access token's claims, `sub` and `name`),
@@ -114,10 +115,17 @@ pub async fn build_with(
         VerifierConfig::default(),
     )
     .map_err(|err| StartError::setting("AUTH_URL", err.message))?;
-    let store = store::Store::open(db).await?;
-    events::subscribe(bus, store.clone(), shutdown)
+    let store = store::Store::open(db.clone()).await?;
+    events::subscribe(bus.clone(), store.clone(), shutdown.clone())
         .await
         .map_err(|err| StartError::setting("AMQP_URL", err))?;
+    // `user.preferences_changed` from the outbox to the bus.
+    servicekit::bus::spawn_relay(
+        db,
+        bus,
+        servicekit::bus::RelayConfig::new(proto::event::USER_EVENTS),
+        shutdown,
+    );
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let state = AppState {
         store,

@@ -137,7 +137,10 @@ async fn patch_me(
     if let Some(prefs) = patch.preferences {
         let mut preferences = profile.preferences;
         preferences.apply(prefs);
-        change.preferences = Some(preferences);
+        // Only a real change is stored and announced.
+        if preferences != profile.preferences {
+            change.preferences = Some(preferences);
+        }
     }
     let profile = state
         .store

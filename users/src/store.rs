@@ -14,6 +14,10 @@ use sqlx::{AnyPool, Row};
 pub static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The event announcing new preferences (notify honours the channel switches):
+/// `{"user_id", "join_muted", "camera_off", "notifications": {"email", "push", "in_app"}}`.
+pub const PREFERENCES_CHANGED: &str = "user.preferences_changed";
+
 /// A profile as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -29,7 +33,8 @@ pub struct Profile {
     pub updated_at: i64,
 }
 
-/// A validated change to a profile: `None` leaves a field as it is.
+/// A validated change to a profile: `None` leaves a field as it is. Set
+/// `preferences` only when they differ from the stored ones (it also announces them).
 #[derive(Debug, Clone, Default)]
 pub struct ProfileChange {
     pub display_name: Option<DisplayName>,
@@ -147,7 +152,9 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("profile {user} vanished after insert")))
     }
 
-    /// Apply a change to an existing profile; returns the profile after it.
+    /// Apply a change to an existing profile; returns the profile after it. When
+    /// `change.preferences` is set, a `user.preferences_changed` event carrying the
+    /// whole new preferences goes into the outbox in the same transaction.
     pub async fn update_profile(
         &self,
         user: UserId,
@@ -159,6 +166,9 @@ impl Store {
             .as_ref()
             .map(preferences_json)
             .transpose()?;
+        // The update writes first (SQLite takes its write lock up front); the event
+        // goes out with it or not at all.
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "UPDATE profiles SET \
                display_name = COALESCE($2, display_name), \
@@ -176,8 +186,26 @@ impl Store {
         .bind(change.bio.as_ref().map(|v| v.as_str().to_owned()))
         .bind(preferences)
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        if let Some(preferences) = &change.preferences {
+            let payload = serde_json::json!({
+                "user_id": user,
+                "join_muted": preferences.join_muted,
+                "camera_off": preferences.camera_off,
+                "notifications": preferences.notifications,
+            });
+            sqlx::query(
+                "INSERT INTO outbox (id, type, payload, created_at, published_at) VALUES ($1, $2, $3, $4, NULL)",
+            )
+            .bind(EventId::new().to_string())
+            .bind(PREFERENCES_CHANGED)
+            .bind(payload.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         self.profile(user).await
     }
 

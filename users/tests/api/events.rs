@@ -14,6 +14,7 @@ on_both_backends!(
     a_new_account_has_a_profile_before_its_first_visit,
     a_registration_seen_again_changes_nothing,
     a_deleted_account_loses_its_profile_and_avatar,
+    changed_preferences_are_announced_once_per_real_change,
 );
 
 fn envelope(kind: &str, payload: Value) -> EventEnvelope {
@@ -140,4 +141,52 @@ async fn processed(app: &TestApp) -> i64 {
         .unwrap()
         .try_get("n")
         .unwrap()
+}
+
+fn preference_events(app: &TestApp, user: &str) -> Vec<Value> {
+    app.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "user.preferences_changed" && e.payload["user_id"] == user)
+        .map(|e| e.payload.clone())
+        .collect()
+}
+
+async fn changed_preferences_are_announced_once_per_real_change(app: TestApp) {
+    let ada = app.sign_up("Ada Lovelace").await;
+    let answer = app
+        .patch_me(
+            &ada,
+            json!({"preferences": {"notifications": {"push": false}}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    // Not a change of preferences, and a change to what they already are: no event.
+    app.patch_me(&ada, json!({"bio": "hello"})).await;
+    app.patch_me(&ada, json!({"preferences": {"join_muted": false}}))
+        .await;
+    // A real change again.
+    app.patch_me(
+        &ada,
+        json!({"preferences": {"camera_off": true, "notifications": {"email": false}}}),
+    )
+    .await;
+    eventually("two preference events", || async {
+        preference_events(&app, &ada.id).len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = preference_events(&app, &ada.id);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[0],
+        json!({"user_id": ada.id, "join_muted": false, "camera_off": false,
+               "notifications": {"email": true, "push": false, "in_app": true}})
+    );
+    assert_eq!(
+        events[1],
+        json!({"user_id": ada.id, "join_muted": false, "camera_off": true,
+               "notifications": {"email": false, "push": false, "in_app": true}})
+    );
 }

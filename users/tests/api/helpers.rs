@@ -119,6 +119,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Db,
     pub bus: servicekit::bus::MemoryBus,
+    pub seen: Seen,
     pub storage: Storage,
     pub shutdown: CancellationToken,
 }
@@ -147,12 +148,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         .expect("the test database answers");
     // A private in-memory bus, fed by auth's outbox relay as in the launcher.
     let bus = servicekit::bus::MemoryBus::new();
-    // Stand-in for the other consumers (notify): takes every account event, so the
-    // relay never waits on an event nobody else would take.
+    // Stand-in for the other consumers (notify): takes every account event (so a
+    // relay never waits on an event nobody would take) and keeps it for the tests.
+    let seen: Seen = Default::default();
+    let sink = seen.clone();
     servicekit::bus::EventBus::subscribe(
         &bus,
         servicekit::bus::Subscription::new("others").bind(proto::event::USER_EVENTS, "#"),
-        std::sync::Arc::new(|_| Box::pin(async { Ok(()) })),
+        std::sync::Arc::new(move |event| {
+            sink.lock().unwrap().push(event);
+            Box::pin(async { Ok(()) })
+        }),
         shutdown.clone(),
     )
     .await
@@ -203,10 +209,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         client: reqwest::Client::new(),
         db,
         bus,
+        seen,
         storage,
         shutdown,
     }
 }
+
+/// Events other services would have received, in order.
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<proto::event::EventEnvelope>>>;
 
 /// A response, read whole.
 #[derive(Debug)]
