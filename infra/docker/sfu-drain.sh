@@ -21,6 +21,12 @@ participants() {
   exec 3<&-
   [ "$seen" = 1 ] && echo "$total"
 }
+# First tell the node to take no new rooms (signaling then places them elsewhere).
+if [ -n "${SFU_CONTROL_TOKEN:-}" ] && exec 4<>"/dev/tcp/127.0.0.1/${port}"; then
+  printf 'POST /v1/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' "$SFU_CONTROL_TOKEN" >&4
+  timeout 5 cat <&4 >/dev/null 2>&1 || true
+  exec 4<&-
+fi
 while [ "$SECONDS" -lt "$deadline" ]; do
   n="$(participants)" || exit 0      # the node is gone already: nothing to wait for
   [ -z "$n" ] && exit 0

@@ -18,6 +18,7 @@
 //! | `GET /v1/rooms/{room}` | — | [`RoomSnapshot`] |
 //! | `GET /v1/events` | — | server-sent events, each a JSON [`SfuEvent`] |
 //! | `GET /v1/load` | — | [`NodeLoad`] |
+//! | `POST /v1/drain` | — | 204; no new rooms from now on (SIGTERM does the same, then waits for the rooms to end) |
 //!
 //! Every call carries `Authorization: Bearer <service token>`.
 
@@ -167,9 +168,18 @@ pub struct NodeLoad {
     pub tracks: u32,
     /// Forwarded packets per second over the last few seconds.
     pub forwarded_pps: f64,
-    /// A unitless load figure; 1.0 is "full".
+    /// A unitless load figure; 1.0 is "full". A draining node reports
+    /// [`DRAINING_LOAD`] so placement passes it over.
     pub load: f64,
+    /// The node is shutting down: it takes no new rooms, and its rooms carry on
+    /// until they end (or a time limit).
+    #[serde(default)]
+    pub draining: bool,
 }
+
+/// The load a draining node reports: finite (JSON has no infinity), and higher
+/// than any working node's.
+pub const DRAINING_LOAD: f64 = 1e9;
 
 /// A room as the SFU sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

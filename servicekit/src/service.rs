@@ -98,10 +98,27 @@ where
     F: FnOnce(BackendConfig, CancellationToken) -> Fut,
     Fut: Future<Output = Result<Router, StartError>>,
 {
+    run_service_until(name, port, args, None, build).await
+}
+
+/// As [`run_service`], but the server stops when `stop` is cancelled rather
+/// than on the first signal, for services that drain before they stop (the
+/// SFU). With `None` it stops on SIGINT/SIGTERM.
+pub async fn run_service_until<F, Fut>(
+    name: &'static str,
+    port: u16,
+    args: ServiceArgs,
+    stop: Option<CancellationToken>,
+    build: F,
+) -> ExitCode
+where
+    F: FnOnce(BackendConfig, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<Router, StartError>>,
+{
     telemetry::init(args.log_format, &args.log_filter);
     let result = async {
         let backends = BackendConfig::try_from(args.backends)?;
-        let shutdown = shutdown::on_signals();
+        let shutdown = stop.unwrap_or_else(shutdown::on_signals);
         let port_setting = format!("{}_PORT", name.to_ascii_uppercase());
         let listener = http::bind(SocketAddr::new(args.host, port), &port_setting).await?;
         let router = build(backends, shutdown.clone()).await?;

@@ -116,6 +116,7 @@ pub fn router(workers: Vec<WorkerHandle>, token: Secret<String>) -> Router {
         .route("/v1/rooms/{room}", get(room))
         .route("/v1/events", get(events))
         .route("/v1/load", get(load))
+        .route("/v1/drain", post(drain))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_service_token,
@@ -203,6 +204,14 @@ async fn create_session(
         let mut placement = state.lock();
         if placement.participants.contains_key(&participant) {
             return Err(sfu_error(SfuError::DuplicateParticipant));
+        }
+        // Draining: rooms already here may still grow; new rooms go elsewhere.
+        if state.workers.iter().any(|w| w.is_draining()) && !placement.rooms.contains_key(&room) {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "this SFU node is draining and takes no new rooms",
+            )
+            .with_retry_after(1));
         }
         let index = placement.worker_for(&room, state.workers.len());
         placement.participants.insert(participant, (index, room));
@@ -324,6 +333,16 @@ async fn room(
         .ok_or_else(|| ApiError::not_found("no such room on this node"))
 }
 
+/// Start draining now (an orchestrator's pre-stop hook calls this before
+/// SIGTERM): no new rooms; the rooms here carry on.
+async fn drain(State(state): State<ControlState>) -> StatusCode {
+    for worker in state.workers.iter() {
+        worker.start_draining();
+    }
+    tracing::info!("draining on request: no new rooms");
+    StatusCode::NO_CONTENT
+}
+
 /// The node's load: the sum over its workers, full when every worker is.
 async fn load(State(state): State<ControlState>) -> Result<Json<NodeLoad>, ApiError> {
     let mut total = NodeLoad {
@@ -332,6 +351,7 @@ async fn load(State(state): State<ControlState>) -> Result<Json<NodeLoad>, ApiEr
         tracks: 0,
         forwarded_pps: 0.0,
         load: 0.0,
+        draining: false,
     };
     for worker in state.workers.iter() {
         let pps = worker.forwarded_pps();
@@ -344,6 +364,10 @@ async fn load(State(state): State<ControlState>) -> Result<Json<NodeLoad>, ApiEr
         total.tracks += load.tracks;
         total.forwarded_pps += load.forwarded_pps;
         total.load += load.load / state.workers.len() as f64;
+    }
+    if state.workers.iter().any(|w| w.is_draining()) {
+        total.draining = true;
+        total.load = proto::sfu::DRAINING_LOAD;
     }
     Ok(Json(total))
 }

@@ -8,7 +8,7 @@ use crate::metrics::SfuMetrics;
 use proto::sfu::SfuEvent;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -32,6 +32,8 @@ pub struct WorkerHandle {
     pub local_addr: SocketAddr,
     /// This worker's index (its metrics carry it as the `worker` label).
     pub index: usize,
+    /// Set when the node shuts down: no new rooms (see [`WorkerHandle::start_draining`]).
+    draining: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {
@@ -50,6 +52,20 @@ impl WorkerHandle {
 
     pub fn subscribe(&self) -> broadcast::Receiver<SfuEvent> {
         self.events.subscribe()
+    }
+
+    /// Stop taking new rooms; rooms already here carry on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Participants on this worker now (`None` if it has stopped).
+    pub async fn participants(&self) -> Option<u32> {
+        self.call(|sfu, _| sfu.load(0.0, 0.0).participants).await
     }
 
     pub fn forwarded_pps(&self) -> f64 {
@@ -77,6 +93,7 @@ pub fn spawn(
         forwarded_pps: forwarded_pps.clone(),
         local_addr,
         index,
+        draining: Arc::new(AtomicBool::new(false)),
     };
     // Export this worker's gauges from the start, before its first report.
     metrics.set_load(
@@ -87,6 +104,7 @@ pub fn spawn(
             tracks: 0,
             forwarded_pps: 0.0,
             load: 0.0,
+            draining: false,
         },
         None,
     );

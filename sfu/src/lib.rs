@@ -106,7 +106,48 @@ pub async fn build_with_workers(
     ))
 }
 
-/// Ready while the worker thread answers.
+/// On the first shutdown signal, stop taking new rooms and let the rooms here
+/// end by themselves; cancel `stop` (which stops the workers and the control
+/// API) once no participant is left, or after `limit`.
+pub fn drain_then_stop(
+    workers: Vec<driver::WorkerHandle>,
+    signal: CancellationToken,
+    stop: CancellationToken,
+    limit: Duration,
+) {
+    tokio::spawn(async move {
+        signal.cancelled().await;
+        for worker in &workers {
+            worker.start_draining();
+        }
+        let started = std::time::Instant::now();
+        tracing::info!(
+            ?limit,
+            "draining: no new rooms; waiting for the rooms here to end"
+        );
+        loop {
+            let mut left = 0u32;
+            for worker in &workers {
+                left += worker.participants().await.unwrap_or(0);
+            }
+            if left == 0 {
+                tracing::info!("drained: no participants left");
+                break;
+            }
+            if started.elapsed() >= limit {
+                tracing::warn!(
+                    participants = left,
+                    "drain limit reached; stopping with calls still on"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        stop.cancel();
+    });
+}
+
+/// Ready while the worker thread answers and the node is not draining.
 struct WorkerCheck(driver::WorkerHandle);
 
 impl ReadinessCheck for WorkerCheck {
@@ -116,6 +157,10 @@ impl ReadinessCheck for WorkerCheck {
 
     fn check(&self) -> CheckFuture<'_> {
         Box::pin(async move {
+            if self.0.is_draining() {
+                // Load balancers stop sending here; signaling already passes us over.
+                return Err("draining".to_owned());
+            }
             self.0
                 .call(|_, _| ())
                 .await

@@ -2,10 +2,11 @@
 
 use clap::Parser;
 use servicekit::Secret;
-use servicekit::service::{ServiceArgs, run_service};
+use servicekit::service::{ServiceArgs, run_service_until};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "meetease-sfu", version, about = "MeetEase SFU node")]
@@ -26,6 +27,10 @@ struct Cli {
     /// and its own rooms. One per core you give the SFU.
     #[arg(long, env = "SFU_WORKERS", default_value_t = 1)]
     workers: usize,
+    /// On SIGTERM the node takes no new rooms and waits up to this many seconds
+    /// for its rooms to end before it stops.
+    #[arg(long, env = "SFU_DRAIN_SECONDS", default_value_t = 300)]
+    drain_secs: u64,
     /// Seconds a participant whose media connection dropped is kept for a resume.
     #[arg(long, env = "SFU_DISCONNECT_GRACE_SECS", default_value_t = 20)]
     disconnect_grace_secs: u64,
@@ -44,12 +49,18 @@ async fn main() -> ExitCode {
         disconnect_grace: Duration::from_secs(cli.disconnect_grace_secs),
     };
     let workers = cli.workers;
-    run_service(
+    let drain_limit = Duration::from_secs(cli.drain_secs);
+    // SIGTERM starts a drain; the server and workers stop when it is over.
+    let stop = CancellationToken::new();
+    let signals = servicekit::shutdown::on_signals();
+    run_service_until(
         sfu::SERVICE,
         cli.port,
         cli.service,
-        move |_backends, shutdown| async move {
-            let (router, _) = sfu::build_with_workers(config, workers, shutdown).await?;
+        Some(stop.clone()),
+        move |_backends, stop| async move {
+            let (router, handles) = sfu::build_with_workers(config, workers, stop.clone()).await?;
+            sfu::drain_then_stop(handles, signals, stop, drain_limit);
             Ok(router)
         },
     )

@@ -24,6 +24,7 @@ struct Node {
     media: SocketAddr,
     /// Every worker's media address (the first is `media`).
     all_media: Vec<SocketAddr>,
+    handles: Vec<sfu::driver::WorkerHandle>,
     shutdown: CancellationToken,
 }
 
@@ -55,6 +56,7 @@ async fn spawn_node_with(workers: usize) -> Node {
         http,
         media: handles[0].local_addr,
         all_media: handles.iter().map(|w| w.local_addr).collect(),
+        handles,
         shutdown,
     }
 }
@@ -533,4 +535,84 @@ async fn rooms_spread_over_workers_and_media_flows_on_each() {
         .unwrap();
     assert_eq!(load["rooms"], 2);
     assert_eq!(load["participants"], 3);
+}
+
+#[tokio::test]
+async fn a_draining_node_takes_no_new_rooms_keeps_its_own_and_stops_when_empty() {
+    let node = spawn_node().await;
+    let base = format!("http://{}", node.http);
+    let mut a_pub = UdpPeer::new();
+    let (a, _) = create_session(&node, "staying-room", &mut a_pub, false).await;
+
+    let signal = CancellationToken::new();
+    let stop = CancellationToken::new();
+    sfu::drain_then_stop(
+        node.handles.clone(),
+        signal.clone(),
+        stop.clone(),
+        Duration::from_secs(30),
+    );
+    signal.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let load: serde_json::Value = client()
+        .get(format!("{base}/v1/load"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(load["draining"], true);
+    assert_eq!(load["load"].as_f64().unwrap(), proto::sfu::DRAINING_LOAD);
+    assert_eq!(
+        client()
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    // A new room is refused; the room already here still takes people.
+    let mut new_pub = UdpPeer::new();
+    let (offer, _) = {
+        let mut api = new_pub.rtc.sdp_api();
+        api.add_channel("room".into());
+        api.apply().unwrap()
+    };
+    let refused = client()
+        .post(format!("{base}/v1/sessions"))
+        .bearer_auth(TOKEN)
+        .json(&CreateSession {
+            room: RoomId::parse("new-room").unwrap(),
+            participant: ParticipantId::new(),
+            publisher_offer: offer.to_sdp_string(),
+            tracks: vec![],
+            auto_subscribe: true,
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let mut b_pub = UdpPeer::new();
+    let (b, _) = create_session(&node, "staying-room", &mut b_pub, false).await;
+
+    // Not stopped while people remain; stopped soon after the last one leaves.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!stop.is_cancelled(), "the node waits for its rooms");
+    for participant in [a, b] {
+        let response = client()
+            .delete(format!("{base}/v1/sessions/{participant}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    tokio::time::timeout(Duration::from_secs(5), stop.cancelled())
+        .await
+        .expect("the node stops once drained");
 }

@@ -330,6 +330,7 @@ impl Sfu {
             participants: self.participants.len() as u32,
             tracks: self.tracks.len() as u32,
             forwarded_pps,
+            draining: false,
             load: if max_pps > 0.0 {
                 forwarded_pps / max_pps
             } else {

@@ -265,6 +265,7 @@ impl SfuClient for FakeSfu {
                     tracks: 0,
                     forwarded_pps: 0.0,
                     load,
+                    draining: false,
                 }),
                 None => Err(SfuError::Unavailable("down".into())),
             }
