@@ -112,6 +112,11 @@ impl FromRef<AppState> for TokenVerifier {
 }
 
 /// Connect the service's backends and build its router.
+/// Apply signaling's migrations (`build` does; tests that use the store alone call it).
+pub async fn migrate(db: &servicekit::backends::Db) -> Result<(), StartError> {
+    db.migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE).await
+}
+
 pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router, StartError> {
     build_with(config, shutdown, Parts::default()).await
 }
@@ -150,7 +155,7 @@ pub async fn build_with(
         (None, Some(db)) => db,
         (None, None) => return Err(StartError::other("signaling needs a database")),
     };
-    db.migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE).await?;
+    migrate(&db).await?;
     // The outbox relay (issue 10): RabbitMQ when configured, else the in-process bus.
     servicekit::bus::spawn_relay(
         db.clone(),

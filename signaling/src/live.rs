@@ -486,6 +486,14 @@ impl Live {
                 if !self.is_local(&room, sample.participant_id) {
                     return;
                 }
+                // For analytics: the sample goes on the bus through the outbox
+                // (written by the one replica holding the participant).
+                if let Ok(meeting) = room.as_str().parse::<proto::ids::MeetingId>()
+                    && let Err(err) =
+                        crate::outbox::write_quality(self.db(), meeting, &sample).await
+                {
+                    tracing::debug!(%err, "cannot record a quality sample");
+                }
                 self.update(&room, |state| {
                     if let Some(r) = state.as_mut() {
                         r.handle_quality(sample.participant_id, sample.quality);

@@ -18,6 +18,32 @@ pub fn event(meeting: MeetingId, body: MeetingEventBody) -> MeetingEvent {
     }
 }
 
+/// Record an SFU quality sample as a `meeting.quality_sample` event (the shape
+/// analytics reads: `{meeting_id, occurred_at_ms, sample}`). Samples are not
+/// part of a meeting change, so each is its own small transaction.
+pub async fn write_quality(
+    db: &servicekit::backends::Db,
+    meeting: MeetingId,
+    sample: &proto::sfu::QualitySample,
+) -> Result<(), sqlx::Error> {
+    let id = EventId::new();
+    let now = clock::now_ms();
+    let payload = serde_json::json!({
+        "event_id": id,
+        "meeting_id": meeting,
+        "occurred_at_ms": now,
+        "sample": sample,
+    });
+    sqlx::query("INSERT INTO outbox (id, type, payload, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(id.to_string())
+        .bind("meeting.quality_sample")
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// Add `event` to the outbox inside `tx`.
 pub async fn write(tx: &mut Transaction<'_, Any>, event: &MeetingEvent) -> Result<(), sqlx::Error> {
     let payload = serde_json::to_string(event).map_err(|err| sqlx::Error::Encode(err.into()))?;

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod meetings;
+mod outbox;
 mod real_sfu;
 mod replicas;
 mod room_store;
