@@ -25,6 +25,7 @@ use servicekit::config::BackendConfig;
 use servicekit::health::Readiness;
 use servicekit::http;
 use servicekit::metrics::Metrics;
+use servicekit::net::IpNet;
 use servicekit::service::{Deps, Needs};
 use servicekit::tokens::{TokenVerifier, VerifierConfig};
 use std::net::IpAddr;
@@ -45,7 +46,7 @@ pub struct Config {
     /// Password hashes computed at once (each takes ~19 MiB and a core for ~30 ms).
     pub hash_concurrency: usize,
     /// Peers whose `X-Forwarded-For` names the real client (the gateway).
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Lifetimes and names of the tokens auth issues.
@@ -88,8 +89,8 @@ impl Config {
             tokens: TokenSettings::default(),
             hash_concurrency: default_hash_concurrency(),
             trusted_proxies: vec![
-                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                IpNet::host(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                IpNet::host(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
             ],
         }
     }
@@ -145,14 +146,14 @@ pub struct AuthArgs {
     /// Password hashes computed at once. Default: one per CPU.
     #[arg(long = "auth-hash-concurrency", env = "AUTH_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
-    /// Comma-separated addresses whose X-Forwarded-For is trusted (the gateway).
-    /// Default: loopback only.
+    /// Comma-separated addresses or ranges (`10.244.0.0/16`) whose
+    /// X-Forwarded-For is trusted (the gateway). Default: loopback only.
     #[arg(
         long = "auth-trusted-proxies",
         env = "AUTH_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
-    pub trusted_proxies: Option<Vec<IpAddr>>,
+    pub trusted_proxies: Option<Vec<IpNet>>,
 }
 
 /// Connect the service's backends and build its router.
@@ -262,7 +263,7 @@ impl Throttles {
 #[derive(Debug)]
 pub struct Settings {
     pub tokens: TokenSettings,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl axum::extract::FromRef<AppState> for TokenVerifier {

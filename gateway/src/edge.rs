@@ -67,7 +67,8 @@ pub struct EdgeConfig {
     /// Origins allowed to call the API from another site (CORS). Empty: same origin only.
     pub cors_origins: Vec<String>,
     /// Peers (load balancers) whose `X-Forwarded-For` names the real client.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies (addresses or ranges) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<servicekit::net::IpNet>,
     /// Clock leeway when checking `exp`/`nbf` (at most 5 s).
     pub token_leeway: Duration,
 }
@@ -181,7 +182,7 @@ impl Edge {
     /// the right-most `X-Forwarded-For` entry that is not one.
     fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let trusted = &self.inner.config.trusted_proxies;
-        if !trusted.contains(&peer) {
+        if !servicekit::net::any_contains(trusted, peer) {
             return peer;
         }
         let mut hops: Vec<IpAddr> = Vec::new();
@@ -198,7 +199,7 @@ impl Edge {
         }
         hops.into_iter()
             .rev()
-            .find(|ip| !trusted.contains(ip))
+            .find(|ip| !servicekit::net::any_contains(trusted, *ip))
             .unwrap_or(peer)
     }
 

@@ -5,7 +5,7 @@ use gateway::{Config, EdgeConfig, Quota, Upstream, Upstreams};
 use servicekit::StartError;
 use servicekit::config::BackendConfig;
 use servicekit::service::ServiceArgs;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,9 +90,10 @@ pub struct GatewayArgs {
     /// Default: none (same origin only).
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Comma-separated addresses of load balancers whose X-Forwarded-For is trusted.
+    /// Comma-separated addresses or ranges (`10.0.0.0/8`) of load balancers whose
+    /// X-Forwarded-For is trusted.
     #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<servicekit::net::IpNet>,
 }
 
 impl GatewayArgs {

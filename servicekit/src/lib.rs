@@ -34,6 +34,7 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -129,7 +129,7 @@ impl axum::extract::FromRequestParts<AppState> for ClientIp {
             return Ok(ClientIp(None));
         };
         let peer = peer.ip();
-        if !state.settings.trusted_proxies.contains(&peer) {
+        if !servicekit::net::any_contains(&state.settings.trusted_proxies, peer) {
             return Ok(ClientIp(Some(peer)));
         }
         Ok(ClientIp(Some(
