@@ -1,5 +1,5 @@
 // The lobby of /m/{code}: preview camera and microphone, pick devices and a name, join.
-import { currentSession, getMeeting, joinMeeting, userName } from '../api.js';
+import { currentSession, getMeeting, getMyProfile, joinMeeting, userName } from '../api.js';
 import { h, hueFor, initials, mount } from '../dom.js';
 import { humanMessage } from '../errors.js';
 import { listDevices, openLocalMedia, watchLevel } from '../media.js';
@@ -138,6 +138,22 @@ export function renderLobby(root, code, { onJoin, notice = null }) {
     await fillDevices();
   }
 
+  /**
+   * A signed-in person who has not toggled anything on this device joins the
+   * way their profile says ("join muted", "camera off"). A slow or failing
+   * profile service never holds the lobby up for more than a second.
+   */
+  async function accountDefaults() {
+    if (!session || prefs.micEnabled !== undefined || prefs.cameraEnabled !== undefined) return;
+    const timeout = new Promise((resolve) => setTimeout(() => resolve(null), 1000));
+    const profile = await Promise.race([getMyProfile().catch(() => null), timeout]);
+    const choices = profile && profile.preferences;
+    if (!choices || closed) return;
+    micEnabled = !choices.join_muted;
+    cameraEnabled = !choices.camera_off;
+    renderToggles();
+  }
+
   function reopen() {
     savePrefs({ ...loadPrefs(), cameraId: cameraSelect.value, micId: micSelect.value });
     stopLevel();
@@ -210,7 +226,7 @@ export function renderLobby(root, code, { onJoin, notice = null }) {
 
   nameInput.addEventListener('input', renderToggles);
   renderToggles();
-  opening = open().catch((error) => console.error('opening devices', error));
+  opening = accountDefaults().then(open).catch((error) => console.error('opening devices', error));
   if (!nameInput.value) nameInput.focus();
   else joinButton.focus();
 

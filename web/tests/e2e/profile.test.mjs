@@ -74,6 +74,25 @@ describe('profile', { skip }, () => {
     await context.close();
   });
 
+  test('the lobby starts muted and without camera when the profile says so', async () => {
+    const { page, context } = await newPerson(browser, platform.url);
+    await signUp(page, { name: 'Quiet Person', email: uniqueEmail('quiet') });
+    await page.goto('/profile');
+    await page.getByLabel('Join with my microphone off').check();
+    await page.getByLabel('Join with my camera off').check();
+    await page.getByRole('button', { name: 'Save profile' }).click();
+    await page.getByText('Profile saved.').waitFor();
+    await page.goto('/');
+    await page.getByRole('button', { name: 'New meeting' }).click();
+    await page.waitForURL('**/m/**');
+    // Nothing was toggled on this device, so the account's choices apply.
+    await page.getByRole('button', { name: 'Unmute' }).waitFor();
+    const camera = page.getByRole('button', { name: 'Camera' });
+    await page.waitForFunction(() => document.querySelector('[aria-pressed]') !== null);
+    assert.equal(await camera.getAttribute('aria-pressed'), 'false');
+    await context.close();
+  });
+
   test('someone uploads a photo, sees it, and removes it; a file that is not a picture is refused', async () => {
     const { page, context, errors } = await newPerson(browser, platform.url);
     await signUp(page, { name: 'Grace Hopper', email: uniqueEmail('photo') });
