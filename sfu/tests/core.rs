@@ -59,6 +59,25 @@ fn layer_of(packet: &Received) -> u8 {
     *packet.payload.last().unwrap()
 }
 
+/// The subscriber draws `track` at `height` pixels (what the web client sends on resize).
+fn draw_at(world: &mut World, subscriber: usize, track: proto::ids::TrackId, height: u32) {
+    let now = world.now;
+    let id = world.clients[subscriber].id;
+    world
+        .sfu
+        .set_subscription(
+            now,
+            id,
+            &SetSubscription {
+                track_id: track,
+                subscribed: true,
+                max_layer: None,
+                max_height: Some(height),
+            },
+        )
+        .unwrap();
+}
+
 #[test]
 fn two_participants_receive_each_others_audio_and_video() {
     let mut world = World::new();
@@ -121,22 +140,8 @@ fn simulcast_switches_layers_without_a_gap_and_asks_for_a_keyframe() {
     }).unwrap();
 
     // A small tile: the low layer.
-    let b_id = world.clients[b].id;
     let requests_before = world.sfu.stats().keyframe_requests;
-    let now = world.now;
-    world
-        .sfu
-        .set_subscription(
-            now,
-            b_id,
-            &SetSubscription {
-                track_id: track,
-                subscribed: true,
-                max_layer: None,
-                max_height: Some(180),
-            },
-        )
-        .unwrap();
+    draw_at(&mut world, b, track, 180);
     world.run(Duration::from_secs(2), 1000);
     let low = video_from(&world, b, a);
     assert_eq!(
@@ -150,20 +155,7 @@ fn simulcast_switches_layers_without_a_gap_and_asks_for_a_keyframe() {
     );
 
     // A large tile: back to the high layer.
-    let now = world.now;
-    world
-        .sfu
-        .set_subscription(
-            now,
-            b_id,
-            &SetSubscription {
-                track_id: track,
-                subscribed: true,
-                max_layer: None,
-                max_height: Some(720),
-            },
-        )
-        .unwrap();
+    draw_at(&mut world, b, track, 720);
     world.run(Duration::from_secs(2), 1000);
     let all = video_from(&world, b, a);
     assert_eq!(
