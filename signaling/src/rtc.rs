@@ -452,7 +452,10 @@ where
         Exit::Dropped => {
             conn.close(close::INTERNAL, "connection lost; resume to continue")
                 .await;
+            // Let the socket go now: the grace period waits for a resume on
+            // another connection, and must not hold this one open.
             drop(conn);
+            drop(rx);
             grace(&live, &me, &mut events).await;
         }
     }

@@ -4,6 +4,7 @@ use crate::helpers::{
     AppOptions, Client, ROOM_SECRET, SfuCall, TestApp, User, spawn_app, spawn_app_with,
 };
 use futures_util::SinkExt;
+use futures_util::StreamExt;
 use proto::ids::TrackId;
 use proto::media::{TrackInfo, TrackKind, TrackSource};
 use proto::sfu::{SfuEvent, SubscriberOffer};
@@ -292,6 +293,34 @@ async fn a_dropped_client_resumes_its_session_and_nobody_sees_it_leave() {
     )
     .await;
     assert_eq!(c.expect("error").await["code"], "resume_failed");
+}
+
+#[tokio::test]
+async fn a_client_that_closes_its_socket_is_let_go_at_once_and_may_still_resume() {
+    let app = spawn_app().await;
+    let (host, meeting) = meeting(&app, json!({})).await;
+    let (mut a, _) = join_as(&app, &meeting, &host).await;
+    let bob = User::new("Bob");
+    let token = app.room_token(id(&meeting), Some(&bob), json!({})).await;
+    let mut b = Client::connect(&app.ws_url()).await;
+    let joined = b.join(&token).await;
+    a.expect("participant_joined").await;
+    // A close handshake (a tab closing, a page reload) ends the connection at
+    // once, although the 20 s grace period for a resume is still running.
+    b.ws.close(None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(_)) = b.ws.next().await {}
+    })
+    .await
+    .expect("the server let the socket go within 3 s");
+    let mut b = Client::connect(&app.ws_url()).await;
+    b.send(
+        json!({"v": 1, "type": "join", "token": token, "publisher_offer": "",
+                  "resume": joined["resume_token"]}),
+    )
+    .await;
+    let resumed = b.expect("joined").await;
+    assert_eq!(resumed["participant_id"], joined["participant_id"]);
 }
 
 #[tokio::test]
