@@ -301,7 +301,7 @@ async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
         bar.set_length(scenario.duration_s);
         bar.set_position(0);
     }
-    let mut last = (window_start, cpu0, forwarded0);
+    let mut last = (window_start, cpu0, forwarded0, received0);
     for second in 0..scenario.duration_s {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = Instant::now();
@@ -310,14 +310,15 @@ async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
             .metric("meetease_sfu_rtp_forwarded_total")
             .await
             .unwrap_or(last.2);
+        let received = live.received.load(Ordering::Relaxed);
         let dt = now.saturating_duration_since(last.0).as_secs_f64();
         timeline.push(report::Sample {
             t_s: (second + 1) as f64,
             forwarded_pps: (forwarded - last.2) / dt,
             sfu_cpu_percent: (cpu - last.1) / dt * 100.0,
-            received_pps: 0.0,
+            received_pps: received.saturating_sub(last.3) as f64 / dt,
         });
-        last = (now, cpu, forwarded);
+        last = (now, cpu, forwarded, received);
         if let Some(bar) = &progress {
             bar.set_position(second + 1);
             bar.set_message(format!(

@@ -85,7 +85,6 @@ struct OutTrack {
 /// Counters the orchestrator reads while the test runs.
 #[derive(Debug, Default)]
 pub struct LiveCounters {
-    pub sent: AtomicU64,
     pub received: AtomicU64,
 }
 
@@ -123,6 +122,9 @@ pub struct Participant {
     lean: bool,
     /// Extended-sequence state per incoming SSRC in lean mode.
     lean_seq: HashMap<u32, (u16, u64)>,
+    /// When the publisher and the subscriber `Rtc` next want a timeout, as
+    /// their last drain said.
+    next_timeout: [Instant; 2],
 }
 
 impl Participant {
@@ -173,6 +175,7 @@ impl Participant {
             sfu_addrs: Vec::new(),
             lean,
             lean_seq: HashMap::new(),
+            next_timeout: [now; 2],
         })
     }
 
@@ -300,9 +303,7 @@ impl Participant {
             if let Some((at, ..)) = delayed.front() {
                 deadline = deadline.min(*at);
             }
-            deadline = deadline
-                .min(self.drain(true, now))
-                .min(self.drain(false, now));
+            deadline = deadline.min(self.next_timeout[0]).min(self.next_timeout[1]);
             tokio::select! {
                 _ = stop.cancelled() => break,
                 message = control.recv() => match message {
@@ -334,14 +335,18 @@ impl Participant {
                     self.feed(publisher, source, &data, now);
                 }
             }
+            // str0m's rule: every input, a timeout too, is drained before the next one.
             for publisher in [true, false] {
-                let rtc = if publisher {
-                    &mut self.publisher
-                } else {
-                    &mut self.subscriber
-                };
-                if rtc.is_alive() {
-                    let _ = rtc.handle_input(Input::Timeout(now));
+                if now >= self.next_timeout[usize::from(!publisher)] {
+                    let rtc = if publisher {
+                        &mut self.publisher
+                    } else {
+                        &mut self.subscriber
+                    };
+                    if rtc.is_alive() {
+                        let _ = rtc.handle_input(Input::Timeout(now));
+                    }
+                    self.drain(publisher, now);
                 }
             }
             self.send_media(now);
@@ -399,7 +404,12 @@ impl Participant {
     }
 
     /// Poll one `Rtc` dry: transmit, record, and react (keyframes).
-    fn drain(&mut self, publisher: bool, now: Instant) -> Instant {
+    fn drain(&mut self, publisher: bool, now: Instant) {
+        let at = self.drain_until(publisher, now);
+        self.next_timeout[usize::from(!publisher)] = at;
+    }
+
+    fn drain_until(&mut self, publisher: bool, now: Instant) -> Instant {
         loop {
             let rtc = if publisher {
                 &mut self.publisher
@@ -576,7 +586,6 @@ impl Participant {
                             .nackable(!audio)
                             .ext_vals(ext),
                     );
-                    self.live.sent.fetch_add(1, Ordering::Relaxed);
                 }
                 // str0m's rule: drain after every write.
                 self.drain(true, now);
