@@ -25,6 +25,7 @@ pub struct SfuMetrics {
     data_relayed: Counter,
     sessions_failed: Counter,
     timer_wakeups: Counter,
+    data_dropped: Counter,
     rooms: Family<WorkerLabel, Gauge>,
     participants: Family<WorkerLabel, Gauge>,
     tracks: Family<WorkerLabel, Gauge>,
@@ -41,7 +42,7 @@ pub struct WorkerLabel {
 impl SfuMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = Self::default();
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             (
                 "sfu_datagrams_received",
                 "UDP datagrams received on the media port",
@@ -111,6 +112,11 @@ impl SfuMetrics {
                 "sfu_timer_wakeups",
                 "Session timers served",
                 &m.timer_wakeups,
+            ),
+            (
+                "sfu_data_messages_dropped",
+                "Data-channel messages not relayed (binary, not UTF-8 or too large)",
+                &m.data_dropped,
             ),
         ];
         for (name, help, counter) in counters {
@@ -184,6 +190,11 @@ impl SfuMetrics {
             now.sessions_failed,
         );
         add(&self.timer_wakeups, before.timer_wakeups, now.timer_wakeups);
+        add(
+            &self.data_dropped,
+            before.data_messages_dropped,
+            now.data_messages_dropped,
+        );
     }
 
     pub fn set_load(&self, worker: &str, load: &NodeLoad, cpu_seconds: Option<f64>) {

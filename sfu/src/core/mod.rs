@@ -127,6 +127,8 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     pub layer_switches: u64,
     pub data_messages_relayed: u64,
+    /// Data-channel messages not relayed (binary, not UTF-8, or too large).
+    pub data_messages_dropped: u64,
     pub sessions_failed: u64,
     /// `Rtc` timers served (str0m asks for them; each is a pass over a session).
     pub timer_wakeups: u64,
@@ -1603,10 +1605,11 @@ impl Sfu {
             return;
         }
         if data.binary || data.data.len() > MAX_DATA_MESSAGE {
-            self.stats.rtp_dropped += 1;
+            self.stats.data_messages_dropped += 1;
             return;
         }
         let Ok(text) = std::str::from_utf8(&data.data) else {
+            self.stats.data_messages_dropped += 1;
             return;
         };
         let envelope = serde_json::json!({ "from": pid, "text": text }).to_string();
