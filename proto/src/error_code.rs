@@ -68,6 +68,22 @@ error_codes! {
     InvalidRefreshToken = ("invalid_refresh_token", 401),
     /// An email-verification or password-reset token is unknown, expired or already used.
     InvalidOneTimeToken = ("invalid_one_time_token", 400),
+    /// No OpenID provider of this name is configured.
+    UnknownProvider = ("unknown_provider", 404),
+    /// The OAuth `state` is missing, unknown, expired, already used, or not this browser's.
+    InvalidOauthState = ("invalid_oauth_state", 400),
+    /// The OpenID provider answered with an error, or refused to exchange the code.
+    OauthProviderError = ("oauth_provider_error", 400),
+    /// The provider's ID token failed verification (signature, issuer, audience, expiry, nonce).
+    InvalidIdToken = ("invalid_id_token", 401),
+    /// The provider does not vouch for the email, and an account with that email exists.
+    OauthEmailUnverified = ("oauth_email_unverified", 409),
+    /// The provider shared no email address, and one is needed to create the account.
+    OauthEmailRequired = ("oauth_email_required", 422),
+    /// The OpenID provider cannot be reached or answered something unusable; retry later.
+    ProviderUnavailable = ("provider_unavailable", 502),
+    /// The action needs a fresh proof of identity (the password, or a sign-in minutes ago).
+    ReauthenticationRequired = ("reauthentication_required", 403),
     // --- meetings ---
     /// The meeting does not exist (or the caller may not know it exists).
     MeetingNotFound = ("meeting_not_found", 404),
@@ -113,9 +129,17 @@ error_codes! {
     ImageTooLarge = ("image_too_large", 422),
     /// The image is of an accepted format but damaged or truncated.
     InvalidImage = ("invalid_image", 422),
+    // --- notifications ---
+    /// The browser push subscription is unusable: the endpoint is not an allowed
+    /// `https://` URL, or `keys.p256dh` / `keys.auth` are malformed (the message names which).
+    InvalidPushSubscription = ("invalid_push_subscription", 422),
+    /// The account already has as many push subscriptions as it may; remove one first.
+    TooManyPushSubscriptions = ("too_many_push_subscriptions", 422),
     // --- platform ---
     /// A dependency (database, cache, broker, upstream) is unavailable; retry later.
     ServiceUnavailable = ("service_unavailable", 503),
+    /// The server is at capacity and sheds this request at once; retry after `Retry-After`.
+    Overloaded = ("overloaded", 503),
     /// The upstream's circuit breaker is open; retry later.
     UpstreamUnavailable = ("upstream_unavailable", 503),
     /// The upstream did not answer in time.
