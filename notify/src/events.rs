@@ -1,10 +1,11 @@
-//! From events to emails: each event becomes `mail_queue` rows in one transaction
-//! with its `processed_events` record, so a redelivered event sends nothing twice.
+//! From events to emails, push messages and in-app alerts: each event becomes
+//! `mail_queue` and `push_queue` rows in one transaction with its
+//! `processed_events` record, so a redelivered event sends nothing twice.
 
-use crate::Config;
 use crate::alerts::{Alert, Alerts};
 use crate::ics::Invite;
 use crate::templates::{self, Rendered};
+use crate::{Config, push};
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use proto::event::EventEnvelope;
@@ -16,13 +17,15 @@ use servicekit::bus::{Handler, HandlerError, claim_event};
 use sqlx::{Any, Row, Transaction};
 use std::sync::Arc;
 
+/// Wakes the senders when an event queued something for them.
+#[derive(Clone, Default)]
+pub struct Wake {
+    pub mail: Arc<tokio::sync::Notify>,
+    pub push: Arc<tokio::sync::Notify>,
+}
+
 /// The bus handler: decode, then [`apply`] in a transaction.
-pub fn handler(
-    db: Db,
-    config: Arc<Config>,
-    wake: Arc<tokio::sync::Notify>,
-    alerts: Alerts,
-) -> Handler {
+pub fn handler(db: Db, config: Arc<Config>, wake: Wake, alerts: Alerts) -> Handler {
     Arc::new(move |event: EventEnvelope| {
         let db = db.clone();
         let config = config.clone();
@@ -40,27 +43,37 @@ pub fn handler(
             }
             let mut out = Vec::new();
             apply(&mut tx, &config, &event, now, &mut out).await?;
-            let mut allowed = Vec::with_capacity(out.len());
-            for alert in out {
-                if in_app_allowed(&mut tx, alert.0).await? {
-                    allowed.push(alert);
+            // Meeting alerts are about someone there now: push them at once.
+            let urgency = if event.kind.starts_with("meeting.") {
+                push::Urgency::High
+            } else {
+                push::Urgency::Normal
+            };
+            let mut in_app = Vec::with_capacity(out.len());
+            let mut pushed = 0;
+            for (user, title, meeting) in out {
+                let alert = Alert {
+                    id: event.id.to_string(),
+                    kind: event.kind.clone(),
+                    title,
+                    meeting_id: meeting,
+                    at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                };
+                pushed += push::queue(&mut tx, &config, user, &alert, urgency)
+                    .await
+                    .map_err(db_retry)?;
+                if in_app_allowed(&mut tx, user).await? {
+                    in_app.push((user, alert));
                 }
             }
-            let out = allowed;
             tx.commit().await.map_err(retry)?;
-            wake.notify_one();
+            wake.mail.notify_one();
+            if pushed > 0 {
+                wake.push.notify_one();
+            }
             // Only after the commit: an alert never announces an effect that was rolled back.
-            for (user, title, meeting) in out {
-                alerts.send(
-                    user,
-                    Alert {
-                        id: event.id.to_string(),
-                        kind: event.kind.clone(),
-                        title,
-                        meeting_id: meeting,
-                        at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    },
-                );
+            for (user, alert) in in_app {
+                alerts.send(user, alert);
             }
             Ok(())
         })
@@ -90,6 +103,7 @@ struct PreferencesChanged {
 #[serde(default)]
 struct Channels {
     email: bool,
+    push: bool,
     in_app: bool,
 }
 
@@ -97,6 +111,7 @@ impl Default for Channels {
     fn default() -> Self {
         Self {
             email: true,
+            push: true,
             in_app: true,
         }
     }
@@ -210,11 +225,12 @@ async fn apply(
             let p: PreferencesChanged = serde_json::from_value(event.payload.clone())
                 .map_err(|err| reject(&event.kind, err))?;
             sqlx::query(
-                "INSERT INTO people (user_id, email_enabled, in_app_enabled) VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled, in_app_enabled = excluded.in_app_enabled",
+                "INSERT INTO people (user_id, email_enabled, in_app_enabled, push_enabled) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled, in_app_enabled = excluded.in_app_enabled, push_enabled = excluded.push_enabled",
             )
             .bind(p.user_id.to_string())
             .bind(i64::from(p.notifications.email))
             .bind(i64::from(p.notifications.in_app))
+            .bind(i64::from(p.notifications.push))
             .execute(&mut **tx)
             .await
             .map_err(db_retry)?;

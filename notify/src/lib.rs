@@ -1,5 +1,5 @@
-//! The notify service: email (and, later, web push and in-app alerts) driven by the
-//! events on the bus.
+//! The notify service: email, web push and in-app alerts driven by the events on
+//! the bus.
 //!
 //! `build` turns typed configuration into the service's router; the binary in
 //! `main.rs` and the all-in-one launcher both call it. Alongside the router it starts
@@ -7,14 +7,19 @@
 //! `mail_queue` table in the same transaction as its dedup record, and the sender
 //! ([`sender`]), which delivers due rows with retries and gives up into
 //! `mail_dead_letters`. Reminders are `mail_queue` rows due before a meeting starts,
-//! so a restart neither loses nor repeats them.
+//! so a restart neither loses nor repeats them. Alerts go to open in-app streams
+//! ([`alerts`]) and, as `push_queue` rows, to browsers' push subscriptions ([`push`],
+//! encrypted and signed by [`webpush`]), delivered by a third task with the same
+//! retry rules.
 
 pub mod alerts;
 pub mod events;
 pub mod ics;
 pub mod mail;
+pub mod push;
 pub mod sender;
 pub mod templates;
+pub mod webpush;
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -63,6 +68,17 @@ pub struct Config {
     pub max_attempts: i64,
     /// auth's base URL: the alert stream checks access tokens against its JWKS.
     pub auth_url: String,
+    /// The VAPID `sub` claim: how a push service reaches the operator
+    /// (`mailto:` or `https:`).
+    pub vapid_subject: String,
+    /// The VAPID private key (base64url P-256 scalar); `None` uses the one notify
+    /// made and stored in its database at first start.
+    pub vapid_private_key: Option<Secret<String>>,
+    /// Accept push endpoints on loopback addresses, over plain http too (tests and
+    /// local development only; never on a public server).
+    pub push_allow_loopback: bool,
+    /// How long a push service keeps an undelivered message (the `TTL` header).
+    pub push_ttl: Duration,
     /// The bus queue and exchanges (tests use unique names).
     pub queue: String,
     pub user_exchange: String,
@@ -82,6 +98,10 @@ impl Config {
             retry_base: Duration::from_secs(2),
             max_attempts: 6,
             auth_url: DEFAULT_AUTH_URL.to_owned(),
+            vapid_subject: "mailto:noreply@localhost".to_owned(),
+            vapid_private_key: None,
+            push_allow_loopback: false,
+            push_ttl: Duration::from_secs(3600),
             queue: SERVICE.to_owned(),
             user_exchange: USER_EVENTS.to_owned(),
             meeting_exchange: MEETING_EVENTS.to_owned(),
@@ -97,7 +117,26 @@ impl Config {
                 "is not an email address",
             ));
         }
+        config.vapid_subject = match args.vapid_subject {
+            Some(subject) if subject.starts_with("mailto:") || subject.starts_with("https://") => {
+                subject
+            }
+            Some(_) => {
+                return Err(StartError::setting(
+                    "NOTIFY_VAPID_SUBJECT",
+                    "must be a mailto: or https: URL",
+                ));
+            }
+            // The sender address is the operator's contact unless told otherwise.
+            None => args
+                .mail_from
+                .parse::<lettre::message::Mailbox>()
+                .map(|m| format!("mailto:{}", m.email))
+                .unwrap_or_else(|_| config.vapid_subject.clone()),
+        };
         config.mail_from = args.mail_from;
+        config.vapid_private_key = args.vapid_private_key;
+        config.push_allow_loopback = args.push_allow_loopback;
         if !(args.public_url.starts_with("http://") || args.public_url.starts_with("https://")) {
             return Err(StartError::setting(
                 "MEETEASE_PUBLIC_URL",
@@ -138,6 +177,19 @@ pub struct NotifyArgs {
         default_value_t = 10
     )]
     pub reminder_minutes: u64,
+    /// Contact for push services in VAPID tokens (`mailto:` or `https:`); defaults
+    /// to `mailto:` the sender address.
+    #[arg(long = "vapid-subject", env = "NOTIFY_VAPID_SUBJECT")]
+    pub vapid_subject: Option<String>,
+    /// The VAPID private key (base64url, 32 bytes). Without it notify makes one at
+    /// first start and keeps it in its database. Changing it invalidates every
+    /// browser's push subscription.
+    #[arg(long = "vapid-private-key", env = "NOTIFY_VAPID_PRIVATE_KEY")]
+    pub vapid_private_key: Option<Secret<String>>,
+    /// Accept push endpoints on loopback addresses over plain http (tests and local
+    /// development only).
+    #[arg(long = "push-allow-loopback", env = "NOTIFY_PUSH_ALLOW_LOOPBACK")]
+    pub push_allow_loopback: bool,
 }
 
 /// Parts tests pass in instead of having `build` make them.
@@ -153,6 +205,14 @@ pub struct Parts {
 pub struct AppState {
     pub alerts: alerts::Alerts,
     pub verifier: TokenVerifier,
+    pub db: Db,
+    pub push: Arc<PushState>,
+}
+
+/// What the push routes need.
+pub struct PushState {
+    pub key: webpush::VapidKey,
+    pub allow_loopback: bool,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -203,9 +263,18 @@ pub async fn build_with(
                 .map_err(|err| StartError::setting("AUTH_URL", err.message))?
         }
     };
+    let vapid = push::load_key(
+        &db,
+        config
+            .vapid_private_key
+            .as_ref()
+            .map(|k| k.expose().as_str()),
+    )
+    .await?;
+    let pusher = push::Pusher::new(vapid.clone())?;
     let alerts = alerts::Alerts::default();
     let config = Arc::new(config);
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = events::Wake::default();
 
     let subscription = Subscription::new(config.queue.clone())
         .bind(config.user_exchange.clone(), "user.#")
@@ -219,13 +288,30 @@ pub async fn build_with(
         db.clone(),
         mailer,
         config.clone(),
-        wake,
+        wake.mail,
+        shutdown.clone(),
+    ));
+    tokio::spawn(push::run(
+        db.clone(),
+        pusher,
+        config.clone(),
+        wake.push,
         shutdown,
     ));
 
     let metrics = Metrics::new(SERVICE);
+    let push_state = Arc::new(PushState {
+        key: vapid,
+        allow_loopback: config.push_allow_loopback,
+    });
     let api = Router::new()
         .route("/api/v1/notifications/stream", get(alerts::stream))
-        .with_state(AppState { alerts, verifier });
+        .merge(push::routes())
+        .with_state(AppState {
+            alerts,
+            verifier,
+            db,
+            push: push_state,
+        });
     Ok(http::service_router(SERVICE, api, readiness, metrics))
 }

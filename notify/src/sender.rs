@@ -134,11 +134,7 @@ pub async fn send_due(db: &Db, mailer: &Mailer, config: &Config) -> Result<usize
                     .await?;
                     tx.commit().await?;
                 } else {
-                    let factor = 1u32 << (attempts.clamp(1, 10) - 1);
-                    let delay = config
-                        .retry_base
-                        .saturating_mul(factor)
-                        .min(Duration::from_secs(600));
+                    let delay = retry_delay(config.retry_base, attempts);
                     tracing::warn!(mail = %id, %kind, %message, attempts, "email failed; retrying");
                     sqlx::query("UPDATE mail_queue SET due_at = $1, last_error = $2 WHERE id = $3")
                         .bind(now_ms() + delay.as_millis() as i64)
@@ -153,10 +149,17 @@ pub async fn send_due(db: &Db, mailer: &Mailer, config: &Config) -> Result<usize
     Ok(handled)
 }
 
+/// The pause after the `attempts`-th failure: `base`, doubling, at most 10 minutes.
+/// Email and push retry alike.
+pub fn retry_delay(base: Duration, attempts: i64) -> Duration {
+    let factor = 1u32 << (attempts.clamp(1, 10) - 1);
+    base.saturating_mul(factor).min(Duration::from_secs(600))
+}
+
 /// How long sent or dead-lettered emails and dedup records are kept.
 pub const RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
-/// Drop sent or dead-lettered emails and dedup records older than [`RETENTION_MS`]
+/// Drop sent or dead-lettered emails and push messages, and dedup records, older than [`RETENTION_MS`]
 /// (the dead-letter table itself is kept for operators). Returns rows removed.
 pub async fn prune(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
     let cutoff = now_ms - RETENTION_MS;
@@ -168,10 +171,11 @@ pub async fn prune(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
     .execute(db.pool())
     .await?
     .rows_affected();
+    let push = crate::push::prune(db, cutoff).await?;
     let dedup = sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
         .bind(cutoff)
         .execute(db.pool())
         .await?
         .rows_affected();
-    Ok(mail + dedup)
+    Ok(mail + push + dedup)
 }

@@ -27,7 +27,7 @@ pub fn verifier() -> TokenVerifier {
     )
 }
 
-fn token(user: UserId) -> String {
+pub fn token(user: UserId) -> String {
     let now = chrono::Utc::now().timestamp() as u64;
     let claims = AccessClaims {
         sub: user,

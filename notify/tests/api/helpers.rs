@@ -341,3 +341,18 @@ pub async fn count(db: &Db, sql: &'static str) -> i64 {
         .unwrap()
         .get::<i64, _>(0)
 }
+
+/// Wait until `check` holds (at most 20 s).
+pub async fn eventually<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for a condition");
+}

@@ -5,3 +5,4 @@ mod alerts;
 mod delivery;
 mod email;
 mod helpers;
+mod push;
