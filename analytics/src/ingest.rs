@@ -113,14 +113,14 @@ async fn apply(tx: &mut Transaction<'_, Any>, event: &EventEnvelope) -> Result<(
         MeetingEventBody::ParticipantJoined {
             participant_id,
             user_id,
-            ..
+            display_name,
         } => {
             start(tx, &id, at).await?;
             let user = user_id.map(|u| u.to_string());
             let inserted = exec(
                 tx,
-                "INSERT INTO participations (participant_id, meeting_id, user_id, joined_at) VALUES ($1, $2, $3, $4) ON CONFLICT (participant_id) DO NOTHING",
-                &[Text(&participant_id.to_string()), Text(&id), OptText(user.as_deref()), Int(at)],
+                "INSERT INTO participations (participant_id, meeting_id, user_id, joined_at, display_name) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (participant_id) DO NOTHING",
+                &[Text(&participant_id.to_string()), Text(&id), OptText(user.as_deref()), Int(at), Text(display_name)],
             )
             .await?;
             if inserted == 1 {

@@ -1,4 +1,5 @@
-//! `GET /api/v1/analytics/meetings/{id}`, `/users/me` and `/platform`.
+//! `GET /api/v1/analytics/meetings/{id}`, `/users/me`, `/users/me/meetings` and
+//! `/platform`.
 //!
 //! Times are RFC 3339 (UTC); minutes are fractional. A meeting's figures are shown
 //! to its host and to the people who attended it; anyone else gets
@@ -6,12 +7,13 @@
 
 use crate::AppState;
 use crate::ingest::HOUR_MS;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use servicekit::ApiError;
+use servicekit::extract::{Path, Query};
 use servicekit::tokens::AuthUser;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/analytics/meetings/{id}", get(meeting))
         .route("/api/v1/analytics/users/me", get(me))
+        .route("/api/v1/analytics/users/me/meetings", get(my_meetings))
         .route("/api/v1/analytics/platform", get(platform))
         .with_state(state)
 }
@@ -46,6 +49,8 @@ fn minutes(ms: i64) -> f64 {
 pub struct ParticipantStay {
     pub participant_id: String,
     pub user_id: Option<String>,
+    /// The name the participant joined with (absent for stays recorded before it was kept).
+    pub display_name: Option<String>,
     pub joined_at: String,
     pub left_at: Option<String>,
     pub minutes: f64,
@@ -95,7 +100,7 @@ async fn meeting(
     let me = user.user_id().to_string();
     let host: Option<String> = row.try_get("host_id").map_err(db_error)?;
     let stays = sqlx::query(
-        "SELECT participant_id, user_id, joined_at, left_at FROM participations WHERE meeting_id = $1 ORDER BY joined_at, participant_id",
+        "SELECT participant_id, user_id, display_name, joined_at, left_at FROM participations WHERE meeting_id = $1 ORDER BY joined_at, participant_id",
     )
     .bind(&id)
     .fetch_all(pool)
@@ -115,6 +120,7 @@ async fn meeting(
         participants.push(ParticipantStay {
             participant_id: s.try_get("participant_id").map_err(db_error)?,
             user_id,
+            display_name: s.try_get("display_name").map_err(db_error)?,
             joined_at: rfc3339(joined),
             left_at: left.map(rfc3339),
             minutes: minutes(ms),
@@ -224,6 +230,71 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserSu
         minutes: minutes(total),
         typical_quality,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MyMeetingsQuery {
+    /// How many, most recent first (1-100, default 20).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct MyMeeting {
+    pub meeting_id: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub live: bool,
+    pub peak_participants: i64,
+    pub total_participants: i64,
+    /// Whether the caller hosts it (else they attended).
+    pub hosted: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct MyMeetings {
+    pub meetings: Vec<MyMeeting>,
+}
+
+/// The meetings the caller hosted or attended that have started, newest first:
+/// the ones whose figures [`meeting`] shows them.
+async fn my_meetings(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<MyMeetingsQuery>,
+) -> Result<Json<MyMeetings>, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 100",
+        ));
+    }
+    let me = user.user_id().to_string();
+    let rows = sqlx::query(
+        "SELECT meeting_id, host_id, started_at, ended_at, peak_participants, total_participants FROM meetings WHERE started_at IS NOT NULL AND (host_id = $1 OR meeting_id IN (SELECT meeting_id FROM participations WHERE user_id = $2)) ORDER BY started_at DESC, meeting_id LIMIT $3",
+    )
+    .bind(&me)
+    .bind(&me)
+    .bind(i64::from(limit))
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(db_error)?;
+    let mut meetings = Vec::with_capacity(rows.len());
+    for r in rows {
+        let host: Option<String> = r.try_get("host_id").map_err(db_error)?;
+        let started: i64 = r.try_get("started_at").map_err(db_error)?;
+        let ended: Option<i64> = r.try_get("ended_at").map_err(db_error)?;
+        meetings.push(MyMeeting {
+            meeting_id: r.try_get("meeting_id").map_err(db_error)?,
+            started_at: rfc3339(started),
+            ended_at: ended.map(rfc3339),
+            live: ended.is_none(),
+            peak_participants: r.try_get("peak_participants").map_err(db_error)?,
+            total_participants: r.try_get("total_participants").map_err(db_error)?,
+            hosted: host.as_deref() == Some(me.as_str()),
+        });
+    }
+    Ok(Json(MyMeetings { meetings }))
 }
 
 #[derive(Debug, Deserialize)]

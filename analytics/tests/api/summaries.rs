@@ -108,6 +108,7 @@ async fn a_simulated_meetings_events_give_the_right_summary(stack: Stack) {
     assert_eq!(summary["participant_minutes"], 10.0);
     assert_eq!(summary["live"], false);
     assert_eq!(summary["participants"].as_array().unwrap().len(), 3);
+    assert_eq!(summary["participants"][0]["display_name"], "x");
     let timeline = summary["quality"][pa.to_string()].as_array().unwrap();
     assert_eq!(timeline.len(), 2);
     assert_eq!(timeline[1]["quality"], "poor");
@@ -122,6 +123,33 @@ async fn a_simulated_meetings_events_give_the_right_summary(stack: Stack) {
     assert_eq!(me["minutes"], 5.0);
     // One excellent and one poor bucket: either may be typical, but one is named.
     assert!(["excellent", "poor"].contains(&me["typical_quality"].as_str().unwrap()));
+    // The dashboard's list of one's meetings: hosted or attended, newest first.
+    let rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let (status, mine) = app
+        .get("/api/v1/analytics/users/me/meetings", Some(&host))
+        .await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(
+        mine["meetings"],
+        json!([{
+            "meeting_id": meeting.to_string(),
+            "started_at": rfc(t0),
+            "ended_at": rfc(t0 + 5 * MIN),
+            "live": false,
+            "peak_participants": 3,
+            "total_participants": 3,
+            "hosted": true,
+        }])
+    );
+    let (_, bobs) = app
+        .get("/api/v1/analytics/users/me/meetings?limit=5", Some(&bob))
+        .await;
+    assert_eq!(bobs["meetings"][0]["hosted"], false);
+    assert_eq!(bobs["meetings"].as_array().unwrap().len(), 1);
     let (_, bob_me) = app.get("/api/v1/analytics/users/me", Some(&bob)).await;
     assert_eq!(bob_me["minutes"], 2.0);
     assert_eq!(bob_me["typical_quality"], json!(null));
@@ -175,10 +203,24 @@ async fn a_meeting_is_hidden_from_people_who_neither_hosted_nor_attended_it(stac
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthenticated");
     let (status, body) = app
-        .get("/api/v1/analytics/platform?days=0", Some(&stranger))
+        .get("/api/v1/analytics/users/me/meetings", Some(&stranger))
         .await;
-    assert_eq!(status, 422);
-    assert_eq!(body["error"]["code"], "invalid_field");
+    assert_eq!(status, 200);
+    assert_eq!(body["meetings"], json!([]));
+    for bad in [
+        "/api/v1/analytics/platform?days=0",
+        "/api/v1/analytics/platform?days=many",
+        "/api/v1/analytics/users/me/meetings?limit=0",
+        "/api/v1/analytics/users/me/meetings?limit=101",
+        "/api/v1/analytics/users/me/meetings?limit=-1",
+    ] {
+        let (status, body) = app.get(bad, Some(&stranger)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("invalid_field")),
+            "{bad}"
+        );
+    }
     app.cleanup().await;
 }
 
