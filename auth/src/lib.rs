@@ -1,4 +1,5 @@
-//! The auth service: accounts, password hashing, sessions, access and refresh tokens, JWKS.
+//! The auth service: accounts, password hashing, sessions, access and refresh tokens,
+//! JWKS, sign-in with OpenID providers, account deletion.
 //!
 //! `build` turns typed configuration into the service's router; the binary in
 //! `main.rs` and the all-in-one launcher both call it.
@@ -8,11 +9,13 @@
 //! - [`store`]: the relational store (PostgreSQL or SQLite, one query set);
 //! - [`keys`]: Ed25519 signing keys kept in the store, rotated, published as JWKS;
 //! - [`revocation`]: signed-out tokens, database first, Redis as a cache;
-//! - [`throttle`]: per-account and per-IP brute-force delays;
+//! - [`throttle`]: per-account and per-IP brute-force delays (Redis or memory);
+//! - [`oidc`]: OpenID providers (discovery, JWKS, code exchange, ID-token checks);
 //! - [`routes`]: the HTTP API under `/api/v1/auth`.
 
 pub mod domain;
 pub mod keys;
+pub mod oidc;
 pub mod revocation;
 pub mod routes;
 pub mod store;
@@ -47,7 +50,37 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// Peers whose `X-Forwarded-For` names the real client (the gateway).
     pub trusted_proxies: Vec<IpNet>,
+    pub oauth: OauthSettings,
+    /// Prefix of the throttles' Redis keys ([`throttle::DEFAULT_REDIS_NAMESPACE`]);
+    /// replicas that must share counts use the same one.
+    pub throttle_namespace: String,
 }
+
+/// Sign-in with OpenID providers.
+#[derive(Debug, Clone)]
+pub struct OauthSettings {
+    /// The public base URL browsers reach auth through (the gateway); the
+    /// redirect URI registered with each provider is
+    /// `{public_url}/api/v1/auth/oauth/{name}/callback`.
+    pub public_url: String,
+    /// The web client page a finished sign-in returns to, with
+    /// `#oauth_code=<one-time code>` appended.
+    pub return_url: String,
+    pub providers: Vec<oidc::ProviderConfig>,
+}
+
+impl Default for OauthSettings {
+    fn default() -> Self {
+        Self {
+            public_url: DEFAULT_PUBLIC_URL.to_owned(),
+            return_url: format!("{DEFAULT_PUBLIC_URL}/"),
+            providers: Vec::new(),
+        }
+    }
+}
+
+/// Where browsers reach MeetEase by default (the gateway on this machine).
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8000";
 
 /// Lifetimes and names of the tokens auth issues.
 #[derive(Debug, Clone)]
@@ -92,6 +125,8 @@ impl Config {
                 IpNet::host(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
                 IpNet::host(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
             ],
+            oauth: OauthSettings::default(),
+            throttle_namespace: throttle::DEFAULT_REDIS_NAMESPACE.to_owned(),
         }
     }
 
@@ -118,6 +153,24 @@ impl Config {
         }
         if let Some(proxies) = args.trusted_proxies {
             config.trusted_proxies = proxies;
+        }
+        let public_url = args.public_url.trim_end_matches('/').to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(StartError::setting(
+                "AUTH_PUBLIC_URL",
+                "must be an http(s) URL",
+            ));
+        }
+        config.oauth.return_url = args
+            .oauth_return_url
+            .unwrap_or_else(|| format!("{public_url}/"));
+        config.oauth.public_url = public_url;
+        if let Some(json) = args
+            .oidc_providers
+            .filter(|j| !j.expose().trim().is_empty())
+        {
+            config.oauth.providers = oidc::parse_providers(json.expose())
+                .map_err(|err| StartError::setting("AUTH_OIDC_PROVIDERS", err))?;
         }
         Ok(config)
     }
@@ -154,6 +207,23 @@ pub struct AuthArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<IpNet>>,
+    /// The public base URL browsers reach MeetEase through (the gateway); OpenID
+    /// redirect URIs are `{this}/api/v1/auth/oauth/{provider}/callback`.
+    #[arg(long = "auth-public-url", env = "AUTH_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
+    /// Where a finished OpenID sign-in sends the browser (`#oauth_code=…` is
+    /// appended). Default: `{AUTH_PUBLIC_URL}/`.
+    #[arg(long = "auth-oauth-return-url", env = "AUTH_OAUTH_RETURN_URL")]
+    pub oauth_return_url: Option<String>,
+    /// OpenID providers, a JSON array:
+    /// `[{"name":"google","issuer":"https://accounts.google.com","client_id":"…","client_secret":"…"}]`
+    /// (optional `"scopes"`, default `["openid","email","profile"]`).
+    #[arg(
+        long = "auth-oidc-providers",
+        env = "AUTH_OIDC_PROVIDERS",
+        hide_env_values = true
+    )]
+    pub oidc_providers: Option<servicekit::Secret<String>>,
 }
 
 /// Connect the service's backends and build its router.
@@ -205,6 +275,7 @@ pub async fn build_with(
 #[derive(Clone)]
 pub struct AppState {
     pub store: store::Store,
+    pub oidc: oidc::Providers,
     pub keys: keys::SigningKeys,
     pub hasher: domain::PasswordHasher,
     pub revocations: revocation::Revocations,
@@ -227,34 +298,51 @@ pub struct Throttles {
 }
 
 impl Throttles {
-    fn new() -> Self {
+    /// In Redis when there is one (shared by every replica), else in memory.
+    pub fn new(redis: Option<&redis::aio::ConnectionManager>, namespace: &str) -> Self {
+        let make = |kind: &str, policy| match redis {
+            Some(conn) => throttle::Throttle::in_redis(policy, conn.clone(), namespace, kind),
+            None => throttle::Throttle::in_memory(policy),
+        };
         let forget = Duration::from_secs(15 * 60);
         let max = Duration::from_secs(15 * 60);
         Self {
-            account: throttle::Throttle::new(throttle::Policy {
-                free: 5,
-                base: Duration::from_secs(1),
-                max,
-                forget_after: forget,
-            }),
-            ip: throttle::Throttle::new(throttle::Policy {
-                free: 20,
-                base: Duration::from_secs(1),
-                max,
-                forget_after: forget,
-            }),
-            mail: throttle::Throttle::new(throttle::Policy {
-                free: 3,
-                base: Duration::from_secs(30),
-                max: Duration::from_secs(3600),
-                forget_after: Duration::from_secs(3600),
-            }),
-            register: throttle::Throttle::new(throttle::Policy {
-                free: 20,
-                base: Duration::from_secs(1),
-                max: Duration::from_secs(3600),
-                forget_after: Duration::from_secs(3600),
-            }),
+            account: make(
+                "account",
+                throttle::Policy {
+                    free: 5,
+                    base: Duration::from_secs(1),
+                    max,
+                    forget_after: forget,
+                },
+            ),
+            ip: make(
+                "ip",
+                throttle::Policy {
+                    free: 20,
+                    base: Duration::from_secs(1),
+                    max,
+                    forget_after: forget,
+                },
+            ),
+            mail: make(
+                "mail",
+                throttle::Policy {
+                    free: 3,
+                    base: Duration::from_secs(30),
+                    max: Duration::from_secs(3600),
+                    forget_after: Duration::from_secs(3600),
+                },
+            ),
+            register: make(
+                "register",
+                throttle::Policy {
+                    free: 20,
+                    base: Duration::from_secs(1),
+                    max: Duration::from_secs(3600),
+                    forget_after: Duration::from_secs(3600),
+                },
+            ),
         }
     }
 }
@@ -264,6 +352,7 @@ impl Throttles {
 pub struct Settings {
     pub tokens: TokenSettings,
     pub trusted_proxies: Vec<IpNet>,
+    pub oauth: OauthSettings,
 }
 
 impl axum::extract::FromRef<AppState> for TokenVerifier {
@@ -289,6 +378,7 @@ impl AppState {
         let hasher = domain::PasswordHasher::new(config.hash_concurrency, Duration::from_secs(5))
             .await
             .map_err(|err| StartError::other(format!("password hasher: {err}")))?;
+        let throttles = Throttles::new(redis.as_ref(), &config.throttle_namespace);
         let revocations =
             revocation::Revocations::new(store.clone(), redis, config.tokens.access_ttl);
         let verifier = TokenVerifier::new(
@@ -302,14 +392,16 @@ impl AppState {
         .with_revocations(Arc::new(revocations.clone()));
         Ok(Self {
             store,
+            oidc: oidc::Providers::new(config.oauth.providers.clone()),
             keys,
             hasher,
             revocations,
             verifier,
-            throttles: Throttles::new(),
+            throttles,
             settings: Arc::new(Settings {
                 tokens: config.tokens.clone(),
                 trusted_proxies: config.trusted_proxies.clone(),
+                oauth: config.oauth.clone(),
             }),
         })
     }

@@ -1,5 +1,6 @@
 //! The auth service's relational store: accounts, sessions, refresh and one-time
-//! tokens, revoked access tokens, signing keys and the outbox.
+//! tokens, revoked access tokens, signing keys, OpenID sign-in flows and identity
+//! links, and the outbox.
 //!
 //! One set of portable queries serves PostgreSQL and SQLite through sqlx's `Any`
 //! driver: TEXT ids, BIGINT Unix milliseconds, `$n` placeholders (SQLite accepts
@@ -25,6 +26,10 @@ pub type Millis = i64;
 pub enum StoreError {
     #[error("an account with this email exists")]
     EmailTaken,
+    #[error("the provider does not vouch for this email, and an account has it")]
+    EmailUnverified,
+    #[error("the provider gave no email")]
+    EmailRequired,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -37,6 +42,14 @@ impl From<StoreError> for servicekit::ApiError {
             StoreError::EmailTaken => servicekit::ApiError::new(
                 proto::ErrorCode::EmailTaken,
                 "an account with this email already exists",
+            ),
+            StoreError::EmailUnverified => servicekit::ApiError::new(
+                proto::ErrorCode::OauthEmailUnverified,
+                "an account with this email exists, and the provider does not say the email is verified; sign in with the password, then link",
+            ),
+            StoreError::EmailRequired => servicekit::ApiError::new(
+                proto::ErrorCode::OauthEmailRequired,
+                "the provider did not share a usable email address",
             ),
             StoreError::Corrupt(why) => servicekit::ApiError::internal(why),
             StoreError::Db(err) => err.into(),
@@ -55,6 +68,14 @@ pub struct UserRecord {
     pub password_hash: String,
     pub email_verified_at: Option<Millis>,
     pub created_at: Millis,
+}
+
+impl UserRecord {
+    /// Accounts made by an OpenID sign-in (and deleted ones) have no password: their
+    /// `password_hash` is empty, and no password matches it.
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
 }
 
 /// A new session and the first refresh token of its family.
@@ -87,6 +108,10 @@ pub enum RevokeReason {
     Reuse,
     PasswordChanged,
     PasswordReset,
+    /// An OpenID sign-in proved the email of an account whose owner never had:
+    /// whoever set its password did not prove the mailbox, so their sessions end.
+    AccountLinked,
+    AccountDeleted,
 }
 
 impl RevokeReason {
@@ -97,6 +122,8 @@ impl RevokeReason {
             RevokeReason::Reuse => "reuse",
             RevokeReason::PasswordChanged => "password_changed",
             RevokeReason::PasswordReset => "password_reset",
+            RevokeReason::AccountLinked => "account_linked",
+            RevokeReason::AccountDeleted => "account_deleted",
         }
     }
 }
@@ -106,6 +133,8 @@ impl RevokeReason {
 pub enum Purpose {
     VerifyEmail,
     ResetPassword,
+    /// The one-time code an OpenID sign-in hands the web client to exchange for tokens.
+    OAuthLogin,
 }
 
 impl Purpose {
@@ -113,6 +142,7 @@ impl Purpose {
         match self {
             Purpose::VerifyEmail => "verify_email",
             Purpose::ResetPassword => "reset_password",
+            Purpose::OAuthLogin => "oauth_login",
         }
     }
 }
@@ -144,6 +174,58 @@ pub struct KeyRecord {
     pub public_key: String,
     pub created_at: Millis,
     pub retire_at: Option<Millis>,
+}
+
+/// An OpenID sign-in being started.
+#[derive(Debug, Clone)]
+pub struct NewOAuthFlow {
+    pub state_hash: String,
+    pub provider: String,
+    pub nonce: String,
+    pub code_verifier: String,
+    pub browser_hash: String,
+    pub now: Millis,
+    pub expires_at: Millis,
+}
+
+/// A sign-in flow taken back at the callback (now used up).
+#[derive(Debug, Clone)]
+pub struct OAuthFlow {
+    pub provider: String,
+    pub nonce: String,
+    pub code_verifier: String,
+    pub browser_hash: String,
+}
+
+/// What an OpenID provider said about a person, and what to store if this makes
+/// a new account.
+#[derive(Debug, Clone)]
+pub struct OidcLogin<'a> {
+    pub provider: &'a str,
+    pub subject: &'a str,
+    /// Normalised; `None` when the provider gave none (or an unusable one).
+    pub email: Option<&'a str>,
+    pub email_verified: bool,
+    /// The account to create when neither the identity nor the email is known.
+    pub new_user: UserRecord,
+    /// For a new account whose email the provider does not vouch for.
+    pub verification: Option<NewOneTimeToken>,
+    /// The one-time code the browser exchanges for tokens (hash, expiry).
+    pub login_code_hash: String,
+    pub login_code_expires_at: Millis,
+    pub now: Millis,
+}
+
+/// How an OpenID sign-in found its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OidcOutcome {
+    /// The identity was linked before.
+    Returning,
+    /// Linked now to the account with the same (provider-verified) email; sessions
+    /// revoked if that account's email had never been proven.
+    Linked { revoked: Vec<Uuid> },
+    /// A new account.
+    Created,
 }
 
 /// Revocations still in force, for re-seeding the Redis cache.
@@ -239,7 +321,7 @@ impl Store {
 
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL"
         )))
         .bind(email)
         .fetch_optional(self.pool())
@@ -249,7 +331,7 @@ impl Store {
 
     pub async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL"
         )))
         .bind(id.to_string())
         .fetch_optional(self.pool())
@@ -284,7 +366,253 @@ impl Store {
         Ok(revoked)
     }
 
+    /// Delete an account: empty its row (email, name, password; the row itself goes
+    /// with the purge once its revoked sessions no longer matter), revoke every
+    /// session, drop its identity links and one-time tokens, and write `events`, in
+    /// one transaction. `None` when there is no such (live) account; else the
+    /// revoked session ids.
+    pub async fn delete_account(
+        &self,
+        user_id: UserId,
+        now: Millis,
+        events: &[OutboxEvent],
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let mut tx = self.pool().begin().await?;
+        let emptied = sqlx::query(
+            "UPDATE users SET deleted_at = $1, email = 'deleted:' || id, display_name = '', \
+             password_hash = '', email_verified_at = NULL, updated_at = $1 \
+             WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if emptied == 0 {
+            return Ok(None);
+        }
+        let revoked =
+            revoke_user_sessions(&mut tx, user_id, None, RevokeReason::AccountDeleted, now).await?;
+        for table in ["user_identities", "one_time_tokens"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE user_id = $1"
+            )))
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for event in events {
+            insert_outbox(&mut tx, event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(revoked))
+    }
+
+    // --- OpenID sign-in -------------------------------------------------------------
+
+    pub async fn insert_oauth_flow(&self, flow: &NewOAuthFlow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO oauth_flows (state_hash, provider, nonce, code_verifier, browser_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&flow.state_hash)
+        .bind(&flow.provider)
+        .bind(&flow.nonce)
+        .bind(&flow.code_verifier)
+        .bind(&flow.browser_hash)
+        .bind(flow.now)
+        .bind(flow.expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Use up a live flow by its state's hash: of two callbacks with the same state
+    /// at most one gets it.
+    pub async fn take_oauth_flow(
+        &self,
+        state_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<OAuthFlow>> {
+        let row = sqlx::query(
+            "UPDATE oauth_flows SET used_at = $1 \
+             WHERE state_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+             RETURNING provider, nonce, code_verifier, browser_hash",
+        )
+        .bind(now)
+        .bind(state_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(OAuthFlow {
+                provider: row.try_get("provider")?,
+                nonce: row.try_get("nonce")?,
+                code_verifier: row.try_get("code_verifier")?,
+                browser_hash: row.try_get("browser_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Find or make the account for a provider's identity (see [`OidcOutcome`]),
+    /// store the one-time login code, and write `events`, in one transaction.
+    ///
+    /// Linking goes by email only when the provider says the email is verified; an
+    /// unverified email that an account already has is refused
+    /// ([`StoreError::EmailUnverified`]).
+    pub async fn oidc_sign_in(
+        &self,
+        login: &OidcLogin<'_>,
+        events: impl FnOnce(&UserRecord, &OidcOutcome) -> Vec<OutboxEvent>,
+    ) -> StoreResult<(UserRecord, OidcOutcome)> {
+        let now = login.now;
+        let mut tx = self.pool().begin().await?;
+        let known = sqlx::query(
+            "UPDATE user_identities SET last_login_at = $1 \
+             WHERE provider = $2 AND subject = $3 RETURNING user_id",
+        )
+        .bind(now)
+        .bind(login.provider)
+        .bind(login.subject)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (user, outcome) = if let Some(row) = known {
+            let id = UserId(uuid(&row.try_get::<String, _>("user_id")?)?);
+            (user_in_tx(&mut tx, id).await?, OidcOutcome::Returning)
+        } else {
+            let email = login.email.ok_or(StoreError::EmailRequired)?;
+            let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL"
+            )))
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (user, outcome) = match existing {
+                Some(row) => {
+                    if !login.email_verified {
+                        return Err(StoreError::EmailUnverified);
+                    }
+                    let user = user_from_row(&row)?;
+                    let mut revoked = Vec::new();
+                    if user.email_verified_at.is_none() {
+                        sqlx::query(
+                            "UPDATE users SET email_verified_at = $1, password_hash = '', updated_at = $1 WHERE id = $2",
+                        )
+                        .bind(now)
+                        .bind(user.id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                        revoked = revoke_user_sessions(
+                            &mut tx,
+                            user.id,
+                            None,
+                            RevokeReason::AccountLinked,
+                            now,
+                        )
+                        .await?;
+                    }
+                    let user = user_in_tx(&mut tx, user.id).await?;
+                    (user, OidcOutcome::Linked { revoked })
+                }
+                None => {
+                    let user = &login.new_user;
+                    let inserted = sqlx::query(
+                        "INSERT INTO users (id, email, display_name, password_hash, email_verified_at, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                    )
+                    .bind(user.id.to_string())
+                    .bind(&user.email)
+                    .bind(&user.display_name)
+                    .bind(&user.password_hash)
+                    .bind(user.email_verified_at)
+                    .bind(user.created_at)
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        Ok(_) => {}
+                        Err(err) if is_unique_violation(&err) => {
+                            return Err(StoreError::EmailTaken);
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                    if let Some(token) = &login.verification {
+                        insert_one_time(&mut tx, token).await?;
+                    }
+                    (user.clone(), OidcOutcome::Created)
+                }
+            };
+            sqlx::query(
+                "INSERT INTO user_identities (provider, subject, user_id, email, created_at, last_login_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(login.provider)
+            .bind(login.subject)
+            .bind(user.id.to_string())
+            .bind(email)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            (user, outcome)
+        };
+        insert_one_time(
+            &mut tx,
+            &NewOneTimeToken {
+                hash: login.login_code_hash.clone(),
+                purpose: Purpose::OAuthLogin,
+                user_id: user.id,
+                now,
+                expires_at: login.login_code_expires_at,
+            },
+        )
+        .await?;
+        for event in events(&user, &outcome) {
+            insert_outbox(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok((user, outcome))
+    }
+
+    /// Use an OpenID sign-in's one-time login code: the account it is for.
+    pub async fn take_login_code(
+        &self,
+        presented_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<UserRecord>> {
+        let mut tx = self.pool().begin().await?;
+        let Some(user_id) =
+            consume_one_time(&mut tx, presented_hash, Purpose::OAuthLogin, now).await?
+        else {
+            return Ok(None);
+        };
+        let user = user_in_tx(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    /// The providers an account is linked to.
+    pub async fn identities_of(&self, user_id: UserId) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT provider FROM user_identities WHERE user_id = $1 ORDER BY provider",
+        )
+        .bind(user_id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get("provider")?))
+            .collect()
+    }
+
     // --- sessions and refresh tokens --------------------------------------------------
+
+    /// When a live session began (its sign-in), if it is live.
+    pub async fn session_started(&self, session_id: Uuid) -> StoreResult<Option<Millis>> {
+        let row =
+            sqlx::query("SELECT created_at FROM sessions WHERE id = $1 AND revoked_at IS NULL")
+                .bind(session_id.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|row| row.try_get("created_at")).transpose()?)
+    }
 
     pub async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
         let mut tx = self.pool().begin().await?;
@@ -488,6 +816,16 @@ impl Store {
             .execute(self.pool())
             .await?;
         sqlx::query("DELETE FROM one_time_tokens WHERE expires_at < $1")
+            .bind(now - keep)
+            .execute(self.pool())
+            .await?;
+        sqlx::query("DELETE FROM oauth_flows WHERE expires_at < $1")
+            .bind(now - keep)
+            .execute(self.pool())
+            .await?;
+        // Deleted accounts, once their revoked sessions can no longer matter (`keep`
+        // is far longer than an access token lives); sessions and tokens cascade.
+        sqlx::query("DELETE FROM users WHERE deleted_at < $1")
             .bind(now - keep)
             .execute(self.pool())
             .await?;

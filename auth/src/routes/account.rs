@@ -1,4 +1,4 @@
-//! Change password, verify email, reset a forgotten password.
+//! Change password, verify email, reset a forgotten password, delete the account.
 
 use super::session::verification_event;
 use super::{UserView, hash_error, rate_limited, weak};
@@ -56,16 +56,22 @@ pub async fn change_password(
         .throttles
         .account
         .check(&account_key, started)
+        .await
         .map_err(rate_limited)?;
     let new_password = Password::parse(&body.new_password).map_err(weak)?;
     let matches = body.current_password.len() <= 4 * 128
+        && user.has_password()
         && state
             .hasher
             .verify(&body.current_password, Some(&user.password_hash))
             .await
             .map_err(hash_error)?;
     if !matches {
-        state.throttles.account.fail(&account_key, Instant::now());
+        state
+            .throttles
+            .account
+            .fail(&account_key, Instant::now())
+            .await;
         return Err(ApiError::new(
             ErrorCode::InvalidCredentials,
             "the current password is wrong",
@@ -149,8 +155,9 @@ pub async fn resend_verification(
         .throttles
         .mail
         .check(&mail_key, now_instant)
+        .await
         .map_err(rate_limited)?;
-    state.throttles.mail.fail(&mail_key, now_instant);
+    state.throttles.mail.fail(&mail_key, now_instant).await;
     let now = now_ms();
     let token = OpaqueToken::generate().map_err(|_| ApiError::internal("the system RNG failed"))?;
     let expires_at = now + ms(state.settings.tokens.verify_email_ttl);
@@ -192,13 +199,19 @@ pub async fn request_reset(
     };
     let mail_key = format!("mail:{email}");
     let now_instant = Instant::now();
-    if state.throttles.mail.check(&mail_key, now_instant).is_err() {
+    if state
+        .throttles
+        .mail
+        .check(&mail_key, now_instant)
+        .await
+        .is_err()
+    {
         return accepted();
     }
     let Some(user) = state.store.user_by_email(email.as_str()).await? else {
         return accepted();
     };
-    state.throttles.mail.fail(&mail_key, now_instant);
+    state.throttles.mail.fail(&mail_key, now_instant).await;
     let now = now_ms();
     let token = OpaqueToken::generate().map_err(|_| ApiError::internal("the system RNG failed"))?;
     let expires_at = now + ms(state.settings.tokens.reset_password_ttl);
@@ -269,6 +282,85 @@ pub async fn confirm_reset(
     state
         .throttles
         .account
-        .succeed(&format!("account:{}", user.email));
+        .succeed(&format!("account:{}", user.email))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An account without a password (OpenID only) may be deleted by a session that
+/// signed in at most this long ago.
+pub const RECENT_SIGN_IN: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteAccountRequest {
+    /// Required when the account has a password.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `DELETE /api/v1/auth/account` (bearer, `{"password"}`): delete the caller's
+/// account. The password is confirmed (throttled like a sign-in); an account with
+/// none needs a session that signed in within [`RECENT_SIGN_IN`]. Every session is
+/// revoked and `user.deleted` goes out through the outbox, in one transaction.
+pub async fn delete_account(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<DeleteAccountRequest>,
+) -> Result<StatusCode, ApiError> {
+    let started = Instant::now();
+    let user = state
+        .store
+        .user_by_id(caller.claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the account no longer exists"))?;
+    if user.has_password() {
+        let account_key = format!("account:{}", user.email);
+        state
+            .throttles
+            .account
+            .check(&account_key, started)
+            .await
+            .map_err(rate_limited)?;
+        let password = body.password.as_deref().unwrap_or_default();
+        let matches = !password.is_empty()
+            && password.len() <= 4 * 128
+            && state
+                .hasher
+                .verify(password, Some(&user.password_hash))
+                .await
+                .map_err(hash_error)?;
+        if !matches {
+            state
+                .throttles
+                .account
+                .fail(&account_key, Instant::now())
+                .await;
+            return Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "the password is wrong",
+            ));
+        }
+    } else {
+        let signed_in = state.store.session_started(caller.claims.sid).await?;
+        let recent = signed_in.is_some_and(|at| now_ms() - at <= ms(RECENT_SIGN_IN));
+        if !recent {
+            return Err(ApiError::new(
+                ErrorCode::ReauthenticationRequired,
+                "sign in again, then delete the account within 10 minutes",
+            ));
+        }
+    }
+    let now = now_ms();
+    let event = OutboxEvent {
+        kind: "user.deleted",
+        payload: json!({ "user_id": user.id, "deleted_at": now }),
+    };
+    let revoked = state
+        .store
+        .delete_account(user.id, now, &[event])
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the account no longer exists"))?;
+    state.revocations.sessions_revoked(&revoked).await;
+    tracing::info!(user = %user.id, sessions = revoked.len(), "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }

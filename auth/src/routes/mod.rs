@@ -14,9 +14,15 @@
 //! | POST | `/api/v1/auth/password-reset/confirm` | `{token, new_password}` | 204 |
 //! | GET | `/api/v1/auth/jwks`, `/.well-known/jwks.json` | | 200 JWKS |
 //! | POST | `/api/v1/auth/introspect` | `{token}` | 200 `{active, …claims}` |
+//! | DELETE | `/api/v1/auth/account` | bearer, `{password}` (none for OpenID-only accounts) | 204 |
+//! | GET | `/api/v1/auth/oauth/providers` | | 200 `{providers: [name]}` |
+//! | GET | `/api/v1/auth/oauth/{provider}/start` | | 303 to the provider, sets `meetease_oauth` |
+//! | GET | `/api/v1/auth/oauth/{provider}/callback` | `code`, `state` (or `error`) | 303 to `{return_url}#oauth_code=…` |
+//! | POST | `/api/v1/auth/oauth/exchange` | `{code}` | 200 [`AuthResponse`] |
 
 mod account;
 mod keys;
+pub mod oauth;
 mod session;
 
 use crate::AppState;
@@ -25,7 +31,7 @@ use crate::store::UserRecord;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use proto::ErrorCode;
 use proto::auth::AccessClaims;
 use serde::Serialize;
@@ -53,6 +59,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/jwks", get(keys::jwks))
         .route("/.well-known/jwks.json", get(keys::jwks))
         .route("/api/v1/auth/introspect", post(keys::introspect))
+        .route("/api/v1/auth/account", delete(account::delete_account))
+        .route("/api/v1/auth/oauth/providers", get(oauth::providers))
+        .route("/api/v1/auth/oauth/{provider}/start", get(oauth::start))
+        .route(
+            "/api/v1/auth/oauth/{provider}/callback",
+            get(oauth::callback),
+        )
+        .route("/api/v1/auth/oauth/exchange", post(oauth::exchange))
         .with_state(state)
 }
 
@@ -178,7 +192,7 @@ fn weak(err: crate::domain::WeakPassword) -> ApiError {
 fn hash_error(err: crate::domain::HashError) -> ApiError {
     match err {
         crate::domain::HashError::Busy => ApiError::new(
-            ErrorCode::ServiceUnavailable,
+            ErrorCode::Overloaded,
             "too many sign-ins at once; retry shortly",
         )
         .with_retry_after(1),

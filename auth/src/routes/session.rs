@@ -56,8 +56,9 @@ pub async fn register(
         .throttles
         .register
         .check(&ip_key, now_instant)
+        .await
         .map_err(rate_limited)?;
-    state.throttles.register.fail(&ip_key, now_instant);
+    state.throttles.register.fail(&ip_key, now_instant).await;
     let password_hash = state.hasher.hash(&password).await.map_err(hash_error)?;
     let now = now_ms();
     let user = UserRecord {
@@ -119,7 +120,7 @@ pub(super) fn verification_event(
 }
 
 /// A new session with its first refresh token, and the answer carrying both.
-async fn start_session(
+pub(super) async fn start_session(
     state: &AppState,
     user: &UserRecord,
     now: Millis,
@@ -167,10 +168,11 @@ pub async fn login(
         .throttles
         .ip
         .check(&ip_key, started)
+        .await
         .map_err(rate_limited)?;
     let Ok(email) = Email::parse(&body.email) else {
         // No account can have this address; it is not a secret that it is malformed.
-        state.throttles.ip.fail(&ip_key, started);
+        state.throttles.ip.fail(&ip_key, started).await;
         return Err(invalid_credentials());
     };
     let account_key = format!("account:{email}");
@@ -178,6 +180,7 @@ pub async fn login(
         .throttles
         .account
         .check(&account_key, started)
+        .await
         .map_err(rate_limited)?;
     let user = state.store.user_by_email(email.as_str()).await?;
     let matches = if body.password.len() > MAX_LOGIN_PASSWORD_BYTES {
@@ -187,22 +190,26 @@ pub async fn login(
             .hasher
             .verify(
                 &body.password,
-                user.as_ref().map(|u| u.password_hash.as_str()),
+                // An account without a password (made by an OpenID sign-in) costs
+                // the same dummy hash as an unknown one, and matches nothing.
+                user.as_ref()
+                    .filter(|u| u.has_password())
+                    .map(|u| u.password_hash.as_str()),
             )
             .await
             .map_err(hash_error)?
     };
     let Some(user) = user.filter(|_| matches) else {
         let now = Instant::now();
-        state.throttles.ip.fail(&ip_key, now);
-        if let Some(delay) = state.throttles.account.fail(&account_key, now)
+        state.throttles.ip.fail(&ip_key, now).await;
+        if let Some(delay) = state.throttles.account.fail(&account_key, now).await
             && let Some(user) = state.store.user_by_email(email.as_str()).await?
         {
             lockout_notice(&state, &user, delay).await;
         }
         return Err(invalid_credentials());
     };
-    state.throttles.account.succeed(&account_key);
+    state.throttles.account.succeed(&account_key).await;
     Ok(Json(start_session(&state, &user, now_ms()).await?))
 }
 

@@ -57,6 +57,9 @@ pub struct Storage {
     pub backend: Backend,
     pub database: DatabaseConfig,
     pub schema: String,
+    /// The throttles' Redis prefix: apps on the same storage (replicas) share
+    /// counts, other tests' apps do not.
+    pub throttle_namespace: String,
     folder: Option<PathBuf>,
 }
 
@@ -72,6 +75,7 @@ impl Storage {
                         location: SqliteLocation::Folder(folder.clone()),
                     },
                     schema: "auth".into(),
+                    throttle_namespace: format!("auth:throttle:test:{tag}"),
                     folder: Some(folder),
                 }
             }
@@ -81,6 +85,7 @@ impl Storage {
                     url: Secret::new(postgres_url()),
                 },
                 schema: format!("auth_test_{tag}"),
+                throttle_namespace: format!("auth:throttle:test:{tag}"),
                 folder: None,
             },
         }
@@ -141,6 +146,17 @@ pub async fn spawn_app_on(
     storage: std::sync::Arc<Storage>,
     tweak: impl FnOnce(&mut Config),
 ) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_app_on_listener(storage, listener, tweak).await
+}
+
+/// Start an app on a listener bound beforehand (so its address can go into the
+/// configuration, as the OpenID redirect URI does).
+pub async fn spawn_app_on_listener(
+    storage: std::sync::Arc<Storage>,
+    listener: tokio::net::TcpListener,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let backends = BackendConfig {
         database: storage.database.clone(),
         redis_url: None,
@@ -149,6 +165,7 @@ pub async fn spawn_app_on(
     };
     let mut config = Config::new(backends);
     config.hash_concurrency = 2;
+    config.throttle_namespace = storage.throttle_namespace.clone();
     tweak(&mut config);
     let db = Db::connect_in_schema(&storage.database, "auth", &storage.schema)
         .await
@@ -171,7 +188,6 @@ pub async fn spawn_app_on(
     )
     .await
     .expect("auth builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(servicekit::http::serve(listener, router, shutdown.clone()));
     TestApp {

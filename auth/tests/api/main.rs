@@ -7,6 +7,8 @@ mod hostile_input;
 mod jwks;
 mod lifecycle;
 mod login;
+mod oauth;
+mod oidc_harness;
 mod password;
 mod register;
 mod tokens;
