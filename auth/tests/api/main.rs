@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod deletion;
 mod hostile_input;
 mod jwks;
 mod lifecycle;
@@ -11,5 +12,6 @@ mod oauth;
 mod oidc_harness;
 mod password;
 mod register;
+mod throttle;
 mod tokens;
 mod verification;

@@ -14,6 +14,7 @@ on_both_backends!(
     a_new_account_has_a_profile_before_its_first_visit,
     a_registration_seen_again_changes_nothing,
     a_deleted_account_loses_its_profile_and_avatar,
+    deleting_the_account_in_auth_removes_profile_preferences_and_avatar_once,
     changed_preferences_are_announced_once_per_real_change,
 );
 
@@ -132,6 +133,72 @@ async fn a_deleted_account_loses_its_profile_and_avatar(app: TestApp) {
         .try_get("n")
         .unwrap();
     assert_eq!(left, 0);
+}
+
+async fn deleting_the_account_in_auth_removes_profile_preferences_and_avatar_once(app: TestApp) {
+    let ada = app.sign_up("Ada Lovelace").await;
+    let bob = app.sign_up("Bob").await;
+    assert_eq!(
+        app.put_avatar(&ada, images::png(64, 64)).await.status,
+        StatusCode::OK
+    );
+    let answer = app
+        .patch_me(&ada, json!({"preferences": {"camera_off": true}}))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+
+    // Ada deletes her account on the real auth service; its outbox relay carries
+    // `user.deleted` over the bus to this service.
+    let deleted = app
+        .send(
+            app.client
+                .delete(format!("http://{}/api/v1/auth/account", app.auth_addr))
+                .bearer_auth(&ada.token)
+                .json(&json!({"password": crate::helpers::PASSWORD})),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    eventually("the profile is gone", || async {
+        app.public(&bob, &ada.id).await.code() == "user_not_found"
+    })
+    .await;
+    let rows = |table: &'static str| {
+        let id = ada.id.clone();
+        let pool = app.db.pool().clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM {table} WHERE user_id = $1"
+            )))
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get::<i64, _>("n")
+            .unwrap()
+        }
+    };
+    // Preferences live in the profile row; avatars in their own table.
+    assert_eq!(rows("profiles").await, 0);
+    assert_eq!(rows("avatars").await, 0);
+
+    // The same event delivered again changes nothing and is not applied twice.
+    let event = app
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.kind == "user.deleted")
+        .cloned()
+        .expect("the others saw user.deleted");
+    assert_eq!(event.payload["user_id"], ada.id.as_str());
+    let before = processed(&app).await;
+    app.bus
+        .publish(USER_EVENTS, &event)
+        .await
+        .expect("published");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(processed(&app).await, before);
+    assert_eq!(app.public(&bob, &ada.id).await.code(), "user_not_found");
 }
 
 async fn processed(app: &TestApp) -> i64 {
