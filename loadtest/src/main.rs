@@ -12,6 +12,7 @@
 //! ```
 
 mod impair;
+mod janus;
 mod node;
 mod peer;
 mod report;
@@ -20,7 +21,8 @@ mod stats;
 use anyhow::{Context, bail};
 use clap::Parser;
 use impair::{Impairment, ImpairmentConfig};
-use node::{ControlClient, SfuProcess};
+use janus::{JanusClient, JanusProcess};
+use node::{ControlClient, ProcWatch, SfuProcess};
 use peer::{Control, LiveCounters, Participant, Publish};
 use proto::ids::ParticipantId;
 use proto::media::RoomId;
@@ -111,6 +113,44 @@ struct Cli {
     /// No progress bar (CI logs).
     #[arg(long)]
     quiet: bool,
+    /// Which server to load: MeetEase's SFU, Janus's VideoRoom (the baseline,
+    /// run in a network namespace the harness creates; needs root and
+    /// Debian's `janus`), or both, one after the other, side by side in one report.
+    #[arg(long, value_enum, default_value_t = Target::Meetease)]
+    server: Target,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Meetease,
+    Janus,
+    Both,
+}
+
+/// One server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Meetease,
+    Janus,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Meetease => "MeetEase",
+            Server::Janus => "Janus",
+        }
+    }
+}
+
+impl Target {
+    fn servers(self) -> Vec<Server> {
+        match self {
+            Target::Meetease => vec![Server::Meetease],
+            Target::Janus => vec![Server::Janus],
+            Target::Both => vec![Server::Meetease, Server::Janus],
+        }
+    }
 }
 
 fn sfu_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
@@ -146,41 +186,154 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
     }
 }
 
-/// Run one scenario against a fresh SFU process.
-async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
+/// What a join phase leaves for the measured window.
+struct Joined {
+    watch: ProcWatch,
+    rss_before: u64,
+    tasks: Vec<tokio::task::JoinHandle<stats::ParticipantReport>>,
+    /// Every participant's control channel (to reset stats after warm-up).
+    controls: Vec<mpsc::UnboundedSender<Control>>,
+    counter: Forwarded,
+    /// The server process (and, for Janus, its namespace): dropping it ends them.
+    server: Box<dyn std::any::Any>,
+}
+
+/// How forwarded packets are counted.
+#[derive(Clone)]
+enum Forwarded {
+    /// From the SFU's own `/metrics`.
+    Metric(ControlClient),
+    /// RTP packets arriving at the receivers' sockets (Janus exports no counter;
+    /// on a lossless link the two are the same number).
+    Arrivals(Arc<LiveCounters>),
+}
+
+impl Forwarded {
+    async fn read(&self) -> Option<f64> {
+        match self {
+            Forwarded::Metric(control) => control
+                .metric("meetease_sfu_rtp_forwarded_total")
+                .await
+                .ok(),
+            Forwarded::Arrivals(live) => Some(live.arrived.load(Ordering::Relaxed) as f64),
+        }
+    }
+}
+
+fn progress_bar(cli: &Cli, total: usize) -> Option<indicatif::ProgressBar> {
+    (!cli.quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix("joining");
+        bar
+    })
+}
+
+fn impairment_of(scenario: &Scenario, index: usize) -> Impairment {
+    Impairment::new(
+        ImpairmentConfig {
+            loss: scenario.loss_percent / 100.0,
+            delay: Duration::from_millis(scenario.delay_ms),
+            jitter: Duration::from_millis(scenario.jitter_ms),
+            bandwidth_bps: scenario.bandwidth_kbps.map(|k| k * 1000),
+        },
+        0x9e37_79b9 ^ index as u64,
+    )
+}
+
+fn publish_of(scenario: &Scenario, seat: usize) -> Publish {
+    let publishing = seat < scenario.publishers;
+    Publish {
+        audio: publishing,
+        video: publishing && scenario.video,
+        simulcast: scenario.simulcast,
+        video_bps: scenario.video_kbps * 1000,
+    }
+}
+
+/// Run one scenario against a fresh server process.
+async fn run_once(cli: &Cli, scenario: &Scenario, server: Server) -> anyhow::Result<RunResult> {
+    let epoch = Instant::now();
+    let stop = CancellationToken::new();
+    let live = Arc::new(LiveCounters::default());
+    let progress = progress_bar(
+        cli,
+        scenario.rooms * (scenario.publishers + scenario.subscribers),
+    );
+    let joined = match server {
+        Server::Meetease => join_meetease(cli, scenario, epoch, &live, &stop, &progress).await,
+        Server::Janus => join_janus(cli, scenario, epoch, &live, &stop, &progress).await,
+    };
+    let joined = match joined {
+        Ok(joined) => joined,
+        Err(err) => {
+            stop.cancel();
+            return Err(err);
+        }
+    };
+    let result = measure(cli, scenario, server, &joined, &live, progress).await;
+    stop.cancel();
+    let mut participants = Vec::new();
+    for task in joined.tasks {
+        if let Ok(report) = task.await {
+            participants.push(report);
+        }
+    }
+    drop(joined.server);
+    let measured = result?;
+    Ok(report::summarise(
+        scenario.clone(),
+        server.name(),
+        participants,
+        measured,
+    ))
+}
+
+async fn join_meetease(
+    cli: &Cli,
+    scenario: &Scenario,
+    epoch: Instant,
+    live: &Arc<LiveCounters>,
+    stop: &CancellationToken,
+    progress: &Option<indicatif::ProgressBar>,
+) -> anyhow::Result<Joined> {
     let sfu = SfuProcess::spawn(&sfu_binary(cli)?)?;
     if !sfu.http.ip().is_loopback() {
         bail!("refusing to load a non-loopback SFU at {}", sfu.http);
     }
     let control = ControlClient::new(sfu.url(""), sfu.token.clone());
-    let epoch = Instant::now();
-    let stop = CancellationToken::new();
-    let live = Arc::new(LiveCounters::default());
+    let watch = sfu.watch();
     let wire_ids = Arc::new(AtomicU64::new(1));
-    let rss_before = sfu.rss_bytes();
+    let rss_before = watch.rss_bytes();
 
     // SFU events → the participant that must answer a new subscriber offer.
     let routes: Arc<Mutex<HashMap<ParticipantId, mpsc::UnboundedSender<Control>>>> = Arc::default();
     {
         let routes = routes.clone();
         let control = control.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let _ = control
-                .follow_events(move |event| {
-                    if let SfuEvent::SubscriberOffer {
-                        participant_id,
-                        offer,
-                        ..
-                    } = event
-                        && let Some(tx) = routes
-                            .lock()
-                            .ok()
-                            .and_then(|r| r.get(&participant_id).cloned())
-                    {
-                        let _ = tx.send(Control::SubscriberOffer(offer.sdp));
-                    }
-                })
-                .await;
+            let follow = control.follow_events(move |event| {
+                if let SfuEvent::SubscriberOffer {
+                    participant_id,
+                    offer,
+                    ..
+                } = event
+                    && let Some(tx) = routes
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.get(&participant_id).cloned())
+                {
+                    let _ = tx.send(Control::SubscriberOffer(offer.sdp));
+                }
+            });
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = follow => {}
+            }
         });
     }
     // Participants' answers → the SFU.
@@ -199,51 +352,33 @@ async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
         });
     }
 
-    let total = scenario.rooms * (scenario.publishers + scenario.subscribers);
-    let progress = (!cli.quiet).then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_prefix("joining");
-        bar
-    });
-    let impairment = ImpairmentConfig {
-        loss: scenario.loss_percent / 100.0,
-        delay: Duration::from_millis(scenario.delay_ms),
-        jitter: Duration::from_millis(scenario.jitter_ms),
-        bandwidth_bps: scenario.bandwidth_kbps.map(|k| k * 1000),
-    };
     let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
+    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
     let mut tasks = Vec::new();
+    let mut controls = Vec::new();
     let mut index = 0;
     for room in 0..scenario.rooms {
         let room_id = RoomId::parse(format!("load-{room}")).context("room id")?;
         for seat in 0..(scenario.publishers + scenario.subscribers) {
-            let publishing = seat < scenario.publishers;
-            let publish = Publish {
-                audio: publishing,
-                video: publishing && scenario.video,
-                simulcast: scenario.simulcast,
-                video_bps: scenario.video_kbps * 1000,
-            };
+            let publish = publish_of(scenario, seat);
             let mut participant = Participant::new(
                 index,
+                loopback,
                 publish,
                 epoch,
-                Impairment::new(impairment, 0x9e37_79b9 ^ index as u64),
+                impairment_of(scenario, index),
                 live.clone(),
                 cli.lean_receivers,
             )
             .await?;
-            let (offer, tracks) = participant.publisher_offer();
+            let (offer, tracks) = participant.publisher_offer(true);
             let id = ParticipantId::new();
             let (tx, rx) = mpsc::unbounded_channel();
             routes
                 .lock()
                 .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .insert(id, tx);
+                .insert(id, tx.clone());
+            controls.push(tx);
             ids.lock()
                 .map_err(|_| anyhow::anyhow!("poisoned"))?
                 .push(id);
@@ -262,42 +397,234 @@ async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
                 bail!("the SFU offered a non-loopback media address {bad}; refusing to send there");
             }
             control.subscriber_answer(id, answer).await?;
-            let stop = stop.clone();
-            let answers = answer_tx.clone();
-            let wire_ids = wire_ids.clone();
-            tasks.push(tokio::spawn(participant.run(rx, answers, wire_ids, stop)));
+            tasks.push(tokio::spawn(participant.run(
+                rx,
+                answer_tx.clone(),
+                wire_ids.clone(),
+                stop.clone(),
+            )));
             index += 1;
-            if let Some(bar) = &progress {
+            if let Some(bar) = progress {
                 bar.inc(1);
             }
             tokio::time::sleep(join_gap).await;
             // Publishers must be connected before receivers join, so their
             // tracks are in the receivers' first offer: give the first ones time.
-            if publishing && seat + 1 == scenario.publishers {
+            if publish.audio && seat + 1 == scenario.publishers {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
     }
-    let rss_joined = sfu.rss_bytes();
+    Ok(Joined {
+        watch,
+        rss_before,
+        tasks,
+        controls,
+        counter: Forwarded::Metric(control),
+        server: Box::new(sfu),
+    })
+}
 
-    // Warm-up, then the measured window.
+/// The same participants through Janus's VideoRoom: a room per scenario room,
+/// each publisher joins and publishes (one send-only connection), then every
+/// participant subscribes to all the room's other feeds in one multistream
+/// subscription (one receive-only connection offered by Janus) — the same two
+/// connections per person MeetEase uses.
+async fn join_janus(
+    cli: &Cli,
+    scenario: &Scenario,
+    epoch: Instant,
+    live: &Arc<LiveCounters>,
+    stop: &CancellationToken,
+    progress: &Option<indicatif::ProgressBar>,
+) -> anyhow::Result<Joined> {
+    let mut process = JanusProcess::spawn()?;
+    let http = reqwest::Client::new();
+    process.ready(&http).await?;
+    let watch = ProcWatch::new(process.pid());
+    let rss_before = watch.rss_bytes();
+    let janus = JanusClient::connect(http, process.api_base(), stop.clone()).await?;
+    let bind = std::net::IpAddr::from(process.host_ip);
+    let janus_ip = std::net::IpAddr::from(process.janus_ip);
+    let only_janus = |sdp: &str| -> anyhow::Result<()> {
+        if let Some(bad) = peer::candidate_addrs(sdp)
+            .into_iter()
+            .find(|a| a.ip() != janus_ip)
+        {
+            bail!(
+                "Janus offered {bad}, outside the namespace the harness made; refusing to send there"
+            );
+        }
+        Ok(())
+    };
+    let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
+    let wire_ids = Arc::new(AtomicU64::new(1));
+    // Subscriptions are made one at a time, so answers come back in order.
+    let (answer_tx, mut answer_rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let mut tasks = Vec::new();
+    let mut controls = Vec::new();
+    let mut index = 0;
+    for room in 0..scenario.rooms {
+        let room_number = 1000 + room as u64;
+        let admin = janus.attach().await?;
+        janus
+            .request(
+                admin,
+                serde_json::json!({
+                    "request": "create", "room": room_number,
+                    "publishers": scenario.publishers.max(1),
+                    "audiocodec": "opus", "videocodec": "vp8",
+                    "audiolevel_ext": true, "bitrate": 0, "fir_freq": 0,
+                    "notify_joining": false,
+                }),
+            )
+            .await?;
+        let mut seats = Vec::new();
+        let mut feeds = Vec::new();
+        for seat in 0..(scenario.publishers + scenario.subscribers) {
+            let publish = publish_of(scenario, seat);
+            let mut participant = Participant::new(
+                index,
+                bind,
+                publish,
+                epoch,
+                impairment_of(scenario, index),
+                live.clone(),
+                cli.lean_receivers,
+            )
+            .await?;
+            let mut feed = None;
+            if publish.audio {
+                let handle = janus.attach().await?;
+                let joined = janus
+                    .message(
+                        handle,
+                        serde_json::json!({"request": "join", "ptype": "publisher", "room": room_number}),
+                        None,
+                    )
+                    .await?;
+                let id = joined["plugindata"]["data"]["id"]
+                    .as_u64()
+                    .with_context(|| format!("no publisher id in {joined}"))?;
+                let (offer, _) = participant.publisher_offer(false);
+                let answer = janus
+                    .message(
+                        handle,
+                        serde_json::json!({"request": "publish"}),
+                        // Our layers are listed low to high (q;h;f); Janus assumes the reverse unless told.
+                        Some(serde_json::json!({"type": "offer", "sdp": offer, "trickle": false, "rid_order": "lmh"})),
+                    )
+                    .await?;
+                let answer = janus::jsep_sdp(&answer)?;
+                only_janus(&answer)?;
+                participant.accept_publisher_answer(&answer)?;
+                feeds.push(id);
+                feed = Some(id);
+            } else {
+                participant.mark_joining();
+            }
+            // Running from now: a feed exists in Janus only once its media flows.
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(participant.run(
+                rx,
+                answer_tx.clone(),
+                wire_ids.clone(),
+                stop.clone(),
+            )));
+            controls.push(tx.clone());
+            seats.push((index, tx, feed));
+            index += 1;
+            if let Some(bar) = progress {
+                bar.inc(1);
+            }
+            tokio::time::sleep(join_gap).await;
+        }
+        // Publishers are in: everyone subscribes to everyone else.
+        for (index, control, own) in seats {
+            let others: Vec<_> = feeds
+                .iter()
+                .filter(|f| Some(**f) != own)
+                .map(|f| serde_json::json!({"feed": f}))
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            let handle = janus.attach().await?;
+            let join = serde_json::json!({
+                "request": "join", "ptype": "subscriber",
+                "room": room_number, "streams": others,
+            });
+            // Until a publisher's connection is up Janus answers "no such feed".
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let attached = loop {
+                match janus.message(handle, join.clone(), None).await {
+                    Ok(attached) => break attached,
+                    Err(err)
+                        if Instant::now() < deadline
+                            && format!("{err}").contains("No such feed") =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(err) => return Err(err),
+                }
+            };
+            let offer = janus::jsep_sdp(&attached)?;
+            only_janus(&offer)?;
+            control
+                .send(Control::SubscriberOffer(offer))
+                .map_err(|_| anyhow::anyhow!("participant {index} stopped"))?;
+            let answer = loop {
+                let (from, answer) =
+                    tokio::time::timeout(Duration::from_secs(10), answer_rx.recv())
+                        .await
+                        .context("a participant did not answer Janus's offer")?
+                        .context("participants stopped")?;
+                if from == index {
+                    break answer;
+                }
+            };
+            janus
+                .message(
+                    handle,
+                    serde_json::json!({"request": "start"}),
+                    Some(serde_json::json!({"type": "answer", "sdp": answer, "trickle": false})),
+                )
+                .await?;
+        }
+    }
+    Ok(Joined {
+        watch,
+        rss_before,
+        tasks,
+        controls,
+        counter: Forwarded::Arrivals(live.clone()),
+        server: Box::new(process),
+    })
+}
+
+/// Warm-up, then the measured window, sampled every second.
+async fn measure(
+    cli: &Cli,
+    scenario: &Scenario,
+    server: Server,
+    joined: &Joined,
+    live: &LiveCounters,
+    progress: Option<indicatif::ProgressBar>,
+) -> anyhow::Result<report::Measured> {
+    let watch = joined.watch;
+    let rss_joined = watch.rss_bytes();
     tokio::time::sleep(Duration::from_secs(cli.warmup)).await;
-    let (cpu0, worker0) = sfu.cpu_seconds();
-    let forwarded0 = control
-        .metric("meetease_sfu_rtp_forwarded_total")
-        .await
-        .unwrap_or(0.0);
+    let (cpu0, worker0) = watch.cpu_seconds();
+    let forwarded0 = joined.counter.read().await.unwrap_or(0.0);
     let received0 = live.received.load(Ordering::Relaxed);
     // Receivers forget the warm-up: loss and latency describe the window only.
-    if let Ok(routes) = routes.lock() {
-        for tx in routes.values() {
-            let _ = tx.send(Control::ResetStats);
-        }
+    for tx in &joined.controls {
+        let _ = tx.send(Control::ResetStats);
     }
     let window_start = Instant::now();
     let mut timeline = Vec::new();
     if let Some(bar) = &progress {
-        bar.set_prefix("running");
+        bar.set_prefix(server.name());
         bar.set_length(scenario.duration_s);
         bar.set_position(0);
     }
@@ -305,11 +632,8 @@ async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
     for second in 0..scenario.duration_s {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = Instant::now();
-        let (cpu, _) = sfu.cpu_seconds();
-        let forwarded = control
-            .metric("meetease_sfu_rtp_forwarded_total")
-            .await
-            .unwrap_or(last.2);
+        let (cpu, _) = watch.cpu_seconds();
+        let forwarded = joined.counter.read().await.unwrap_or(last.2);
         let received = live.received.load(Ordering::Relaxed);
         let dt = now.saturating_duration_since(last.0).as_secs_f64();
         timeline.push(report::Sample {
@@ -328,44 +652,31 @@ async fn run_once(cli: &Cli, scenario: &Scenario) -> anyhow::Result<RunResult> {
         }
     }
     let window = window_start.elapsed();
-    let (cpu1, worker1) = sfu.cpu_seconds();
-    let forwarded1 = control
-        .metric("meetease_sfu_rtp_forwarded_total")
-        .await
-        .unwrap_or(forwarded0);
+    let (cpu1, worker1) = watch.cpu_seconds();
+    let forwarded1 = joined.counter.read().await.unwrap_or(forwarded0);
     let received1 = live.received.load(Ordering::Relaxed);
-    let rss_end = sfu.rss_bytes();
-    let keyframes = control
-        .metric("meetease_sfu_keyframe_requests_total")
-        .await
-        .unwrap_or(0.0);
+    let keyframe_requests = match &joined.counter {
+        Forwarded::Metric(control) => control
+            .metric("meetease_sfu_keyframe_requests_total")
+            .await
+            .ok(),
+        Forwarded::Arrivals(_) => None,
+    };
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    stop.cancel();
-    let mut participants = Vec::new();
-    for task in tasks {
-        if let Ok(report) = task.await {
-            participants.push(report);
-        }
-    }
-    drop(sfu);
-    Ok(report::summarise(
-        scenario.clone(),
-        participants,
-        report::Measured {
-            window,
-            sfu_cpu_s: cpu1 - cpu0,
-            worker_cpu_s: worker1 - worker0,
-            forwarded: forwarded1 - forwarded0,
-            received: received1 - received0,
-            rss_before,
-            rss_joined,
-            rss_end,
-            keyframe_requests: keyframes,
-            timeline,
-        },
-    ))
+    Ok(report::Measured {
+        window,
+        sfu_cpu_s: cpu1 - cpu0,
+        worker_cpu_s: worker1 - worker0,
+        forwarded: forwarded1 - forwarded0,
+        received: received1 - received0,
+        rss_before: joined.rss_before,
+        rss_joined,
+        rss_end: watch.rss_bytes(),
+        keyframe_requests,
+        timeline,
+    })
 }
 
 fn targets_met(cli: &Cli, result: &RunResult) -> Vec<String> {
@@ -415,54 +726,66 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let budget = Duration::from_secs(cli.duration.min(MAX_DURATION.as_secs()) + cli.warmup + 120);
     std::fs::create_dir_all(&cli.out)
         .with_context(|| format!("cannot create {}", cli.out.display()))?;
-    if !cli.ramp {
-        let scenario = scenario(&cli, cli.subscribers);
-        let result = tokio::time::timeout(budget, run_once(&cli, &scenario))
-            .await
-            .context("the run exceeded its time budget")??;
-        let missed = targets_met(&cli, &result);
-        report::write(&cli.out, std::slice::from_ref(&result), &missed)?;
-        println!("{}", report::one_line(&result));
-        for m in &missed {
-            println!("target missed: {m}");
-        }
-        return Ok(missed.is_empty());
-    }
     let mut results = Vec::new();
-    let mut subscribers = cli.subscribers.max(1);
-    let mut last_good = None;
-    loop {
-        let scenario = scenario(&cli, subscribers);
-        let result = tokio::time::timeout(budget, run_once(&cli, &scenario))
-            .await
-            .context("a ramp step exceeded its time budget")??;
-        let missed = targets_met(&cli, &result);
-        println!(
-            "{}{}",
-            report::one_line(&result),
-            if missed.is_empty() {
-                ""
-            } else {
-                "  ← target missed"
+    let mut missed_all = Vec::new();
+    let mut all_held = true;
+    for server in cli.server.servers() {
+        if !cli.ramp {
+            let scenario = scenario(&cli, cli.subscribers);
+            let result = tokio::time::timeout(budget, run_once(&cli, &scenario, server))
+                .await
+                .context("the run exceeded its time budget")??;
+            let missed = targets_met(&cli, &result);
+            println!("{}", report::one_line(&result));
+            for m in &missed {
+                println!("target missed: {}: {m}", server.name());
+                missed_all.push(format!("{}: {m}", server.name()));
             }
-        );
-        results.push(result);
-        if !missed.is_empty() {
-            report::write(&cli.out, &results, &missed)?;
+            all_held &= missed.is_empty();
+            results.push(result);
+            continue;
+        }
+        let mut subscribers = cli.subscribers.max(1);
+        let mut last_good = None;
+        loop {
+            let scenario = scenario(&cli, subscribers);
+            let result = tokio::time::timeout(budget, run_once(&cli, &scenario, server))
+                .await
+                .context("a ramp step exceeded its time budget")??;
+            let missed = targets_met(&cli, &result);
             println!(
-                "last load that held: {}",
-                last_good.map_or("none".to_owned(), |s: usize| format!(
-                    "{s} subscribers per room"
-                ))
+                "{}{}",
+                report::one_line(&result),
+                if missed.is_empty() {
+                    ""
+                } else {
+                    "  ← target missed"
+                }
             );
-            return Ok(last_good.is_some());
+            results.push(result);
+            if !missed.is_empty() {
+                println!(
+                    "{}: last load that held: {}",
+                    server.name(),
+                    last_good.map_or("none".to_owned(), |s: usize| format!(
+                        "{s} subscribers per room"
+                    ))
+                );
+                missed_all.extend(missed.iter().map(|m| format!("{}: {m}", server.name())));
+                all_held &= last_good.is_some();
+                break;
+            }
+            last_good = Some(subscribers);
+            if subscribers >= cli.ramp_max {
+                println!(
+                    "{}: ramp reached --ramp-max ({subscribers}) with every target held",
+                    server.name()
+                );
+                break;
+            }
+            subscribers = ((subscribers as f64 * 1.5).ceil() as usize).min(cli.ramp_max);
         }
-        last_good = Some(subscribers);
-        if subscribers >= cli.ramp_max {
-            report::write(&cli.out, &results, &[])?;
-            println!("ramp reached --ramp-max ({subscribers}) with every target held");
-            return Ok(true);
-        }
-        subscribers = ((subscribers as f64 * 1.5).ceil() as usize).min(cli.ramp_max);
     }
+    report::write(&cli.out, &results, &missed_all)?;
+    Ok(all_held)
 }

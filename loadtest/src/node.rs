@@ -60,13 +60,7 @@ impl SfuProcess {
         };
         // Keep draining stdout so the SFU never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        let clock_ticks = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0);
+        let clock_ticks = ProcWatch::new(0).clock_ticks;
         Ok(SfuProcess {
             child,
             http,
@@ -79,9 +73,48 @@ impl SfuProcess {
         self.child.id()
     }
 
-    /// CPU seconds used so far by the whole process and by its media worker thread.
+    pub fn watch(&self) -> ProcWatch {
+        ProcWatch {
+            pid: self.pid(),
+            clock_ticks: self.clock_ticks,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+impl Drop for SfuProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time and memory of the server under test, read from `/proc`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcWatch {
+    pub pid: u32,
+    clock_ticks: f64,
+}
+
+impl ProcWatch {
+    pub fn new(pid: u32) -> ProcWatch {
+        let clock_ticks = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        ProcWatch { pid, clock_ticks }
+    }
+
+    /// CPU seconds used so far by the whole process and by its threads named
+    /// `sfu-worker` (MeetEase's media threads; none in other servers).
     pub fn cpu_seconds(&self) -> (f64, f64) {
-        let pid = self.pid();
+        let pid = self.pid;
         let process =
             read_stat_ticks(&format!("/proc/{pid}/stat")).unwrap_or(0) as f64 / self.clock_ticks;
         let mut worker = 0.0;
@@ -102,23 +135,12 @@ impl SfuProcess {
     /// Resident memory in bytes.
     pub fn rss_bytes(&self) -> u64 {
         let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-}
-
-impl Drop for SfuProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -25,6 +25,28 @@ use tokio_util::sync::CancellationToken;
 /// Marks a synthetic payload: `b"ME"`.
 pub const MAGIC: [u8; 2] = *b"ME";
 
+/// Where `MAGIC` sits in every payload: after a 1-byte VP8 payload descriptor
+/// and 10 bytes shaped like a VP8 payload header (frame tag, and on keyframes
+/// the start code and size), so servers that parse VP8 to find keyframes
+/// (Janus does, for simulcast) see real-looking frames.
+pub const BODY_AT: usize = 11;
+
+/// The first bytes of a synthetic video packet (RFC 7741 §4.2/§4.3, RFC 6386 §9.1).
+fn vp8_header(start_of_frame: bool, key: bool) -> [u8; BODY_AT] {
+    let mut h = [0u8; BODY_AT];
+    h[0] = if start_of_frame { 0x10 } else { 0x00 };
+    if start_of_frame {
+        // Frame tag: P (bit 0) is 0 on keyframes; show_frame (bit 4) set.
+        h[1] = if key { 0x10 } else { 0x11 };
+        if key {
+            h[4..7].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+            h[7..9].copy_from_slice(&640u16.to_le_bytes());
+            h[9..11].copy_from_slice(&360u16.to_le_bytes());
+        }
+    }
+    h
+}
+
 /// What one participant publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Publish {
@@ -85,7 +107,11 @@ struct OutTrack {
 /// Counters the orchestrator reads while the test runs.
 #[derive(Debug, Default)]
 pub struct LiveCounters {
+    /// Synthetic media packets recorded by receivers (after impairment).
     pub received: AtomicU64,
+    /// RTP media packets that reached a receiving socket (before impairment):
+    /// what the server forwarded, for servers that do not count it themselves.
+    pub arrived: AtomicU64,
 }
 
 /// Messages from the orchestrator to a participant task.
@@ -130,14 +156,15 @@ pub struct Participant {
 impl Participant {
     pub async fn new(
         index: usize,
+        bind: std::net::IpAddr,
         publish: Publish,
         epoch: Instant,
         impairment: Impairment,
         live: Arc<LiveCounters>,
         lean: bool,
     ) -> anyhow::Result<Participant> {
-        let pub_socket = UdpSocket::bind("127.0.0.1:0").await?;
-        let sub_socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let pub_socket = UdpSocket::bind((bind, 0)).await?;
+        let sub_socket = UdpSocket::bind((bind, 0)).await?;
         let pub_addr = pub_socket.local_addr()?;
         let sub_addr = sub_socket.local_addr()?;
         let now = Instant::now();
@@ -179,8 +206,18 @@ impl Participant {
         })
     }
 
-    /// The publisher offer and the track declarations that go with it.
-    pub fn publisher_offer(&mut self) -> (String, Vec<proto::sfu::TrackDeclaration>) {
+    /// Join time counts from here (for participants that publish nothing,
+    /// `publisher_offer` is never called).
+    pub fn mark_joining(&mut self) {
+        self.joined_at = Instant::now();
+    }
+
+    /// The publisher offer and the track declarations that go with it; with
+    /// `data_channel`, the `room` channel MeetEase's clients open.
+    pub fn publisher_offer(
+        &mut self,
+        data_channel: bool,
+    ) -> (String, Vec<proto::sfu::TrackDeclaration>) {
         use proto::media::TrackSource;
         let mut api = self.publisher.sdp_api();
         let mut tracks = Vec::new();
@@ -207,8 +244,10 @@ impl Participant {
                 source: TrackSource::Camera,
             });
         }
-        api.add_channel("room".into());
-        let (offer, pending) = api.apply().expect("an offer with at least a data channel");
+        if data_channel || self.mids.is_empty() {
+            api.add_channel("room".into());
+        }
+        let (offer, pending) = api.apply().expect("an offer with media or a data channel");
         self.pending = Some(pending);
         self.joined_at = Instant::now();
         (offer.to_sdp_string(), tracks)
@@ -363,6 +402,9 @@ impl Participant {
         delayed: &mut std::collections::VecDeque<(Instant, bool, Vec<u8>, SocketAddr)>,
     ) {
         let now = Instant::now();
+        if !publisher && looks_like_rtp_media(&data) {
+            self.live.arrived.fetch_add(1, Ordering::Relaxed);
+        }
         if self.lean && !publisher && self.subscriber.is_connected() && self.record_lean(&data, now)
         {
             return;
@@ -448,8 +490,10 @@ impl Participant {
 
     fn record(&mut self, packet: RtpPacket, now: Instant) {
         let payload = &packet.payload;
-        // [vp8 descriptor][vp8 header] "ME" wire_id:u32 layer:u8 seq:u64 sent_us:u64
-        let Some(body) = payload.get(2..) else { return };
+        // [vp8 descriptor + header: BODY_AT bytes] "ME" wire_id:u32 layer:u8 seq:u64 sent_us:u64
+        let Some(body) = payload.get(BODY_AT..) else {
+            return;
+        };
         if body.len() < 23 || body[..2] != MAGIC {
             return;
         }
@@ -473,14 +517,10 @@ impl Participant {
     /// false for anything that is not RTP media (STUN, DTLS, RTCP), which then
     /// goes to str0m as usual.
     fn record_lean(&mut self, data: &[u8], now: Instant) -> bool {
-        if data.len() < 12 || data[0] >> 6 != 2 {
+        if !looks_like_rtp_media(data) {
             return false;
         }
         let pt = data[1] & 0x7f;
-        // RTCP packet types 200-206 show up as PT 72-78 with the marker bit.
-        if (72..=78).contains(&pt) {
-            return false;
-        }
         let seq = u16::from_be_bytes([data[2], data[3]]);
         let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
         let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
@@ -544,9 +584,8 @@ impl Participant {
                 if key {
                     t.keyframe_wanted = false;
                 }
-                let mut payload = Vec::with_capacity(t.size.max(25));
-                payload.push(if start_of_frame { 0x10 } else { 0x00 });
-                payload.push(if key { 0x00 } else { 0x01 });
+                let mut payload = Vec::with_capacity(t.size.max(BODY_AT + 23));
+                payload.extend_from_slice(&vp8_header(start_of_frame, key));
                 payload.extend_from_slice(&MAGIC);
                 payload.extend_from_slice(&t.wire_id.to_be_bytes());
                 // Layer tag: the RID letter, '-' for single-layer video, 'a' for audio.
@@ -606,6 +645,12 @@ impl Participant {
                 .collect(),
         }
     }
+}
+
+/// An RTP (not RTCP, STUN or DTLS) packet, judged from its clear header.
+fn looks_like_rtp_media(data: &[u8]) -> bool {
+    // RTCP packet types 200-206 show up as PT 72-78 with the marker bit.
+    data.len() >= 12 && data[0] >> 6 == 2 && !(72..=78).contains(&(data[1] & 0x7f))
 }
 
 /// The `IP:port` of each host candidate in an SDP.

@@ -42,7 +42,8 @@ pub struct Measured {
     pub rss_before: u64,
     pub rss_joined: u64,
     pub rss_end: u64,
-    pub keyframe_requests: f64,
+    /// Keyframe requests the server sent publishers (`None`: it does not count them).
+    pub keyframe_requests: Option<f64>,
     pub timeline: Vec<Sample>,
 }
 
@@ -60,6 +61,8 @@ pub struct SubscriberSummary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
+    /// The server under test: `MeetEase` or `Janus`.
+    pub server: String,
     pub scenario: Scenario,
     pub participants: usize,
     pub window_s: f64,
@@ -80,13 +83,14 @@ pub struct RunResult {
     pub join_time: Percentiles,
     pub sfu_rss_mib: f64,
     pub memory_per_participant_kib: f64,
-    pub keyframe_requests: f64,
+    pub keyframe_requests: Option<f64>,
     pub subscribers: Vec<SubscriberSummary>,
     pub timeline: Vec<Sample>,
 }
 
 pub fn summarise(
     scenario: Scenario,
+    server: &str,
     participants: Vec<ParticipantReport>,
     measured: Measured,
 ) -> RunResult {
@@ -136,6 +140,7 @@ pub fn summarise(
     let window_s = measured.window.as_secs_f64();
     let count = participants.len().max(1);
     RunResult {
+        server: server.to_owned(),
         scenario,
         participants: participants.len(),
         window_s,
@@ -174,7 +179,8 @@ pub fn summarise(
 
 pub fn one_line(r: &RunResult) -> String {
     format!(
-        "{}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms, join p50 {:.0} ms, {:.0} KiB/participant",
+        "{} {}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms, join p50 {:.0} ms, {:.0} KiB/participant",
+        r.server,
         r.scenario.name,
         r.scenario.rooms,
         r.scenario.publishers,
@@ -207,11 +213,12 @@ pub fn write(dir: &Path, results: &[RunResult], missed: &[String]) -> anyhow::Re
         serde_json::to_string_pretty(results)?,
     )?;
     let mut md = String::from("# MeetEase load test\n\n");
-    md.push_str("| scenario | participants | forwarded pkt/s | SFU CPU-s | pkt per SFU CPU-s | video / audio loss | latency p50 / p99 | join p50 / p99 | freezes | KiB per participant |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| server | scenario | participants | forwarded pkt/s | SFU CPU-s | pkt per SFU CPU-s | video / audio loss | latency p50 / p99 | join p50 / p99 | freezes | KiB per participant |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in results {
         md.push_str(&format!(
-            "| {} ({} × {}+{}{}) | {} | {:.0} | {:.2} | {:.0} | {:.3}% / {:.3}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {} | {:.0} |\n",
+            "| {} | {} ({} × {}+{}{}) | {} | {:.0} | {:.2} | {:.0} | {:.3}% / {:.3}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {} | {:.0} |\n",
+            r.server,
             r.scenario.name,
             r.scenario.rooms,
             r.scenario.publishers,
