@@ -100,6 +100,9 @@ async fn apply(tx: &mut Transaction<'_, Any>, event: &EventEnvelope) -> Result<(
         &[Text(&id)],
     )
     .await?;
+    if let Some(seq) = event.seq.and_then(|s| i64::try_from(s).ok()) {
+        sequence(tx, &id, seq).await?;
+    }
     match &meeting.body {
         MeetingEventBody::Scheduled { host_id, .. } => {
             exec(
@@ -153,6 +156,37 @@ async fn apply(tx: &mut Transaction<'_, Any>, event: &EventEnvelope) -> Result<(
         }
         MeetingEventBody::Updated { .. } | MeetingEventBody::Cancelled { .. } => {}
     }
+    Ok(())
+}
+
+/// Order and completeness of a meeting's numbered events (the envelope's `seq`):
+/// the counters behind a summary's `missing_events` and `late_events`. Each event
+/// reaches here once (deduplicated by id), so `seq_count` counts distinct numbers.
+async fn sequence(tx: &mut Transaction<'_, Any>, id: &str, seq: i64) -> Result<(), HandlerError> {
+    let highest: i64 = sqlx::query("SELECT max_seq FROM meetings WHERE meeting_id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(retry)?
+        .try_get("max_seq")
+        .map_err(retry)?;
+    if seq < highest {
+        tracing::info!(meeting = %id, seq, highest, "meeting event arrived after a later one");
+        exec(
+            tx,
+            "UPDATE meetings SET late_events = late_events + 1 WHERE meeting_id = $1",
+            &[Text(id)],
+        )
+        .await?;
+    } else if seq > highest + 1 {
+        tracing::warn!(meeting = %id, seq, expected = highest + 1, "meeting events missing (a gap in seq)");
+    }
+    exec(
+        tx,
+        "UPDATE meetings SET seq_count = seq_count + 1, max_seq = CASE WHEN max_seq < $1 THEN $2 ELSE max_seq END WHERE meeting_id = $3",
+        &[Int(seq), Int(seq), Text(id)],
+    )
+    .await?;
     Ok(())
 }
 

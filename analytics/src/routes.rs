@@ -76,6 +76,12 @@ pub struct MeetingSummary {
     pub total_participants: i64,
     pub participant_minutes: f64,
     pub participants: Vec<ParticipantStay>,
+    /// The highest per-meeting sequence number (`seq`) of the events counted.
+    pub last_seq: i64,
+    /// Numbered events not (yet) received: numbers below `last_seq` never seen.
+    pub missing_events: i64,
+    /// Events that arrived after one with a higher number.
+    pub late_events: i64,
     /// Per participant id: 10-second buckets, oldest first.
     pub quality: BTreeMap<String, Vec<QualityPoint>>,
 }
@@ -88,7 +94,7 @@ async fn meeting(
     let not_found = || ApiError::new(ErrorCode::MeetingNotFound, "no such meeting");
     let pool = state.db.pool();
     let Some(row) = sqlx::query(
-        "SELECT host_id, started_at, ended_at, peak_participants, total_participants FROM meetings WHERE meeting_id = $1",
+        "SELECT host_id, started_at, ended_at, peak_participants, total_participants, max_seq, seq_count, late_events FROM meetings WHERE meeting_id = $1",
     )
     .bind(&id)
     .fetch_optional(pool)
@@ -166,6 +172,11 @@ async fn meeting(
         total_participants: row.try_get("total_participants").map_err(db_error)?,
         participant_minutes: minutes(total_ms),
         participants,
+        last_seq: row.try_get("max_seq").map_err(db_error)?,
+        missing_events: (row.try_get::<i64, _>("max_seq").map_err(db_error)?
+            - row.try_get::<i64, _>("seq_count").map_err(db_error)?)
+        .max(0),
+        late_events: row.try_get("late_events").map_err(db_error)?,
         quality,
     }))
 }

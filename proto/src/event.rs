@@ -30,7 +30,10 @@ pub struct EventEnvelope {
     /// The room (meeting id) the event is about, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
-    /// Per-room order, when the producer assigns one.
+    /// Per-room order, when the producer assigns one: signaling numbers each
+    /// meeting's changes 1, 2, 3… in the transaction that makes them (quality
+    /// samples carry none). A consumer that sees a number skipped has missed an
+    /// event (or will get it late); one below the highest seen arrived late.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// The producer's event body (for meeting events, a [`crate::meeting::MeetingEvent`]).

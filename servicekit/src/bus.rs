@@ -677,6 +677,9 @@ pub struct RelayConfig {
     pub idle_poll: Duration,
     /// Longest pause between retries while the bus fails.
     pub max_backoff: Duration,
+    /// The outbox has a `room_seq` column (signaling's: the per-room order its
+    /// writer assigned); its value becomes the envelope's `seq`.
+    pub room_seq: bool,
 }
 
 impl RelayConfig {
@@ -686,7 +689,14 @@ impl RelayConfig {
             batch: 100,
             idle_poll: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
+            room_seq: false,
         }
+    }
+
+    /// Read `room_seq` from the outbox into [`EventEnvelope::seq`].
+    pub fn with_room_seq(mut self) -> Self {
+        self.room_seq = true;
+        self
     }
 }
 
@@ -742,18 +752,27 @@ pub async fn relay_once(
     bus: &dyn EventBus,
     config: &RelayConfig,
 ) -> Result<usize, RelayError> {
-    let rows = sqlx::query(
-        "SELECT id, type, payload, created_at FROM outbox WHERE published_at IS NULL ORDER BY created_at, id LIMIT $1",
-    )
-    .bind(config.batch)
-    .fetch_all(db.pool())
-    .await?;
+    let sql = if config.room_seq {
+        "SELECT id, type, payload, created_at, room_seq FROM outbox WHERE published_at IS NULL ORDER BY created_at, id LIMIT $1"
+    } else {
+        "SELECT id, type, payload, created_at FROM outbox WHERE published_at IS NULL ORDER BY created_at, id LIMIT $1"
+    };
+    let rows = sqlx::query(sql)
+        .bind(config.batch)
+        .fetch_all(db.pool())
+        .await?;
     let mut done = 0;
     for row in rows {
         let id: String = row.try_get("id")?;
         let kind: String = row.try_get("type")?;
         let payload: String = row.try_get("payload")?;
         let created_at: i64 = row.try_get("created_at")?;
+        let seq = if config.room_seq {
+            row.try_get::<Option<i64>, _>("room_seq")?
+                .and_then(|s| u64::try_from(s).ok())
+        } else {
+            None
+        };
         let mut payload: serde_json::Value = serde_json::from_str(&payload)
             .unwrap_or_else(|_| serde_json::Value::String(payload.clone()));
         match id.parse::<EventId>() {
@@ -768,7 +787,7 @@ pub async fn relay_once(
                     version: ENVELOPE_VERSION,
                     occurred_at_ms: created_at,
                     room,
-                    seq: None,
+                    seq,
                     payload: payload.clone(),
                 };
                 bus.publish(&config.exchange, &envelope).await?;

@@ -160,7 +160,7 @@ pub async fn build_with(
     servicekit::bus::spawn_relay(
         db.clone(),
         servicekit::bus::for_link(deps.amqp.clone()),
-        servicekit::bus::RelayConfig::new(proto::event::MEETING_EVENTS),
+        servicekit::bus::RelayConfig::new(proto::event::MEETING_EVENTS).with_room_seq(),
         shutdown.clone(),
     );
     let rooms: Arc<dyn RoomStore> = match (&config.backends.redis_url, &deps.redis) {

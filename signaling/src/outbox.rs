@@ -2,11 +2,18 @@
 //! same transaction as the change they describe, so none is lost while the broker is
 //! down. A relay (another component) publishes unpublished rows to the
 //! `meeting.events` exchange and sets `published_at`.
+//!
+//! Each meeting change also takes the next number of its meeting (`room_seq`, from
+//! `room_sequences`, in the same transaction), which the relay puts in the
+//! envelope's `seq`: 1, 2, 3… per meeting, with no gaps, so a consumer can tell a
+//! missing or late event. The upsert locks the meeting's counter row until commit,
+//! so numbers follow commit order. Quality samples are measurements, not changes:
+//! they take no number.
 
 use crate::clock;
 use proto::ids::{EventId, MeetingId};
 use proto::meeting::{MeetingEvent, MeetingEventBody};
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 /// A new event about `meeting`, happening now.
 pub fn event(meeting: MeetingId, body: MeetingEventBody) -> MeetingEvent {
@@ -44,15 +51,29 @@ pub async fn write_quality(
     Ok(())
 }
 
-/// Add `event` to the outbox inside `tx`.
-pub async fn write(tx: &mut Transaction<'_, Any>, event: &MeetingEvent) -> Result<(), sqlx::Error> {
+/// Add `event` to the outbox inside `tx`, with the next sequence number of its
+/// meeting. Returns that number.
+pub async fn write(
+    tx: &mut Transaction<'_, Any>,
+    event: &MeetingEvent,
+) -> Result<i64, sqlx::Error> {
     let payload = serde_json::to_string(event).map_err(|err| sqlx::Error::Encode(err.into()))?;
-    sqlx::query("INSERT INTO outbox (id, type, payload, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(event.event_id.to_string())
-        .bind(event.body.type_name())
-        .bind(payload)
-        .bind(event.occurred_at_ms)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let seq: i64 = sqlx::query(
+        "INSERT INTO room_sequences (meeting_id, last_seq) VALUES ($1, 1) ON CONFLICT (meeting_id) DO UPDATE SET last_seq = room_sequences.last_seq + 1 RETURNING last_seq",
+    )
+    .bind(event.meeting_id.to_string())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("last_seq")?;
+    sqlx::query(
+        "INSERT INTO outbox (id, type, payload, created_at, room_seq) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.event_id.to_string())
+    .bind(event.body.type_name())
+    .bind(payload)
+    .bind(event.occurred_at_ms)
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
 }

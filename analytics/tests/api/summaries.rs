@@ -257,6 +257,76 @@ async fn a_malformed_meeting_event_is_dead_lettered_and_counting_goes_on(stack: 
     app.cleanup().await;
 }
 
+async fn numbered_events_show_what_is_missing_and_what_came_late(stack: Stack) {
+    let app = spawn_app(stack).await;
+    let host = User::new();
+    let meeting = MeetingId::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let numbered = |seq: u64, body: MeetingEventBody| {
+        let event = proto::meeting::MeetingEvent {
+            event_id: proto::ids::EventId::new(),
+            occurred_at_ms: now,
+            meeting_id: meeting,
+            body,
+        };
+        proto::event::EventEnvelope {
+            id: event.event_id,
+            kind: event.body.type_name().to_owned(),
+            version: 1,
+            occurred_at_ms: now,
+            room: Some(meeting.to_string()),
+            seq: Some(seq),
+            payload: serde_json::to_value(&event).unwrap(),
+        }
+    };
+    let (pa, pb) = (ParticipantId::new(), ParticipantId::new());
+    let scheduled = numbered(
+        1,
+        MeetingEventBody::Scheduled {
+            host_id: host.id,
+            title: "Numbers".into(),
+            starts_at: "2026-01-01T00:00:00Z".into(),
+            time_zone: "UTC".into(),
+            invitees: vec![],
+        },
+    );
+    let third = numbered(3, joined(pb, None));
+    app.publish(&scheduled).await;
+    app.publish(&numbered(2, joined(pa, None))).await;
+    app.publish(&numbered(4, left(pa, None))).await;
+    // Redelivered: counted once.
+    app.publish(&scheduled).await;
+    let path = format!("/api/v1/analytics/meetings/{meeting}");
+    let wait_for = |want: (i64, i64, i64)| {
+        let path = path.clone();
+        let app = &app;
+        let host = &host;
+        async move {
+            let mut last = json!(null);
+            for _ in 0..200 {
+                let (_, s) = app.get(&path, Some(host)).await;
+                let got = (
+                    s["last_seq"].as_i64().unwrap_or(-1),
+                    s["missing_events"].as_i64().unwrap_or(-1),
+                    s["late_events"].as_i64().unwrap_or(-1),
+                );
+                if got == want {
+                    return;
+                }
+                last = s;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("want (last, missing, late) = {want:?}; have {last}");
+        }
+    };
+    // 3 has not come: one missing.
+    wait_for((4, 1, 0)).await;
+    // Now it comes, after 4: nothing missing, one late.
+    app.publish(&third).await;
+    wait_for((4, 0, 1)).await;
+    app.cleanup().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -274,6 +344,7 @@ on_both!(
     a_simulated_meetings_events_give_the_right_summary,
     a_meeting_is_hidden_from_people_who_neither_hosted_nor_attended_it,
     a_malformed_meeting_event_is_dead_lettered_and_counting_goes_on,
+    numbered_events_show_what_is_missing_and_what_came_late,
 );
 
 #[tokio::test]
