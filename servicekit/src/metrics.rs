@@ -93,6 +93,13 @@ impl Metrics {
     }
 }
 
+/// The route template a handler answered for, when the router's own matched path
+/// does not say it (the gateway's one catch-all route stands for every service's
+/// routes). A handler puts it in the response's extensions; [`track_requests`]
+/// then labels the request with it. It must come from a bounded set.
+#[derive(Debug, Clone)]
+pub struct RouteTemplate(pub Arc<str>);
+
 /// Middleware: counts and times every request by its route template (never the
 /// raw path, which would let clients create unbounded label values).
 pub async fn track_requests(
@@ -108,6 +115,10 @@ pub async fn track_requests(
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
+    let route = match response.extensions().get::<RouteTemplate>() {
+        Some(template) => template.0.to_string(),
+        None => route,
+    };
     metrics
         .durations
         .get_or_create(&RouteLabels {
