@@ -10,14 +10,19 @@
 //! 5. rate-limit by user;
 //! 6. body limits (declared length at once, streamed bytes as they come) and the
 //!    concurrency cap;
-//! 7. the upstream's circuit breaker, then the exchange with the route class's
-//!    timeout, retried for GET/HEAD without a body when no connection could be made.
+//! 7. an instance of the upstream ([`crate::pool`]: fewest in flight among those
+//!    not ejected; every instance ejected is the upstream's open breaker), then
+//!    the exchange with the route class's timeout. A request without a body is
+//!    retried on another instance when no connection could be made, and an
+//!    idempotent one also when the exchange broke.
 
+use crate::access;
 use crate::body::{Cut, CutFlag, GuardedBody, Holding};
-use crate::breaker::{Breaker, Pass};
-use crate::edge_metrics::EdgeMetrics;
+use crate::edge_metrics::{EdgeMetrics, Outcome};
 use crate::identity;
-use crate::proxy::{ForwardError, Proxy, Upstream, is_websocket_upgrade};
+use crate::openapi::RouteTemplates;
+use crate::pool::{Instance, Pick, Pool};
+use crate::proxy::{ForwardError, Proxy, is_websocket_upgrade};
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::routes::{self, Access, Route, RouteClass, UpstreamId};
 use axum::body::Body;
@@ -27,6 +32,7 @@ use axum::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRA
 use axum::response::{IntoResponse, Response};
 use proto::ErrorCode;
 use servicekit::ApiError;
+use servicekit::metrics::RouteTemplate;
 use servicekit::tokens::{TokenError, TokenVerifier};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -59,10 +65,13 @@ pub struct EdgeConfig {
     pub max_concurrent_requests: usize,
     /// Open `/rtc` WebSocket tunnels at once.
     pub max_tunnels: usize,
+    /// Passive health of each instance: failures in a row that eject it, and for how long.
     pub breaker: crate::breaker::BreakerConfig,
-    /// How often each upstream's `/health` is probed.
+    /// How often each instance's `/health` is probed.
     pub probe_interval: Duration,
-    /// Extra attempts for GET/HEAD without a body when no connection could be made.
+    /// Extra attempts (on another instance when there is one) for a request without
+    /// a body when no connection could be made, or — idempotent methods only —
+    /// when the exchange broke.
     pub connect_retries: u32,
     /// Origins allowed to call the API from another site (CORS). Empty: same origin only.
     pub cors_origins: Vec<String>,
@@ -125,7 +134,7 @@ pub struct Edge {
 
 struct EdgeInner {
     /// Indexed by [`UpstreamId::index`].
-    upstreams: Vec<(Upstream, Breaker)>,
+    upstreams: Vec<Pool>,
     proxy: Proxy,
     verifier: TokenVerifier,
     limiter: Arc<dyn RateLimiter>,
@@ -133,6 +142,7 @@ struct EdgeInner {
     requests: Arc<Semaphore>,
     tunnels: Arc<Semaphore>,
     metrics: EdgeMetrics,
+    templates: RouteTemplates,
 }
 
 impl Edge {
@@ -142,10 +152,14 @@ impl Edge {
         limiter: Arc<dyn RateLimiter>,
         config: EdgeConfig,
         metrics: EdgeMetrics,
+        templates: RouteTemplates,
     ) -> Self {
         let upstreams = UpstreamId::ALL
             .iter()
-            .map(|id| (upstreams.get(*id).clone(), Breaker::new(config.breaker)))
+            .map(|id| {
+                let upstream = upstreams.get(*id);
+                Pool::new(upstream.name, upstream.bases(), config.breaker)
+            })
             .collect();
         Self {
             inner: Arc::new(EdgeInner {
@@ -157,13 +171,13 @@ impl Edge {
                 tunnels: Arc::new(Semaphore::new(config.max_tunnels.max(1))),
                 config,
                 metrics,
+                templates,
             }),
         }
     }
 
-    pub fn upstream(&self, id: UpstreamId) -> (&Upstream, &Breaker) {
-        let (upstream, breaker) = &self.inner.upstreams[id.index()];
-        (upstream, breaker)
+    pub fn upstream(&self, id: UpstreamId) -> &Pool {
+        &self.inner.upstreams[id.index()]
     }
 
     pub fn proxy(&self) -> &Proxy {
@@ -222,26 +236,52 @@ impl Edge {
     }
 }
 
-/// The handler for every routed path.
+/// The handler for every routed path. Each answer carries its route template
+/// (for the per-route metrics) and an [`access::Note`] (for the access line).
 pub async fn handle(
     State(edge): State<Edge>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
     let path = request.uri().path();
-    if routes::is_suspicious(path) {
-        return edge.refuse(
+    let templates = &edge.inner.templates;
+    let mut note = access::Note {
+        client_ip: peer.ip(),
+        user_id: None,
+        upstream: None,
+        instance: None,
+    };
+    let (template, mut response) = if routes::is_suspicious(path) {
+        let refused = edge.refuse(
             "malformed_request",
             ApiError::new(ErrorCode::MalformedRequest, "malformed request path"),
         );
-    }
-    let Some(route) = routes::classify(request.method(), path) else {
-        return edge.refuse(
+        (templates.unrouted(), refused)
+    } else if let Some(route) = routes::classify(request.method(), path) {
+        let template = templates.find(route.upstream, path);
+        note.upstream = Some(route.upstream.name());
+        note.client_ip = edge.client_ip(peer.ip(), request.headers());
+        (template, pipeline(&edge, route, request, &mut note).await)
+    } else {
+        let refused = edge.refuse(
             "not_found",
             ApiError::new(ErrorCode::NotFound, "no such API"),
         );
+        (templates.unrouted(), refused)
     };
-    let client_ip = edge.client_ip(peer.ip(), request.headers());
+    let extensions = response.extensions_mut();
+    extensions.insert(RouteTemplate(template));
+    extensions.insert(note);
+    response
+}
+
+async fn pipeline(
+    edge: &Edge,
+    route: Route,
+    request: Request,
+    note: &mut access::Note,
+) -> Response {
+    let client_ip = note.client_ip;
 
     // Rate limits by address first: cheap, and before any token work.
     let mut shown: Option<Decision> = None;
@@ -253,7 +293,7 @@ pub async fn handle(
     for (key, quota) in budgets {
         if let Some(decision) = edge.limit(key, quota).await {
             if !decision.allowed {
-                return rate_limited(&edge, decision);
+                return rate_limited(edge, decision);
             }
             shown = Some(shown.map_or(decision, |d| d.tighter(decision)));
         }
@@ -285,18 +325,21 @@ pub async fn handle(
     };
     if let Some(claims) = &claims {
         identity::set_identity(&mut parts.headers, claims);
+        if tracing::enabled!(target: access::TARGET, tracing::Level::INFO) {
+            note.user_id = Some(claims.sub.to_string());
+        }
         if let Some(decision) = edge
             .limit(format!("user:{}", claims.sub), config.per_user)
             .await
         {
             if !decision.allowed {
-                return rate_limited(&edge, decision);
+                return rate_limited(edge, decision);
             }
             shown = Some(shown.map_or(decision, |d| d.tighter(decision)));
         }
     }
 
-    let mut response = forward(&edge, route, client_ip, parts, body).await;
+    let mut response = forward(edge, route, client_ip, parts, body, note).await;
     if let Some(decision) = shown {
         set_rate_headers(response.headers_mut(), &decision);
     }
@@ -309,6 +352,7 @@ async fn forward(
     client_ip: IpAddr,
     parts: axum::http::request::Parts,
     body: Body,
+    note: &mut access::Note,
 ) -> Response {
     let config = edge.config();
     let limit = config.body_limit(route.class);
@@ -349,21 +393,21 @@ async fn forward(
         );
     };
 
-    let (upstream, breaker) = edge.upstream(route.upstream);
-    let mut pass = match admit(edge, breaker, upstream) {
-        Ok(pass) => pass,
+    let pool = edge.upstream(route.upstream);
+    let mut pick = match admit(edge, pool, 0) {
+        Ok(pick) => pick,
         Err(error) => return edge.refuse("breaker_open", error),
     };
 
-    let retry_template =
-        (matches!(parts.method, Method::GET | Method::HEAD) && !has_body && !upgrade).then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.version,
-                parts.headers.clone(),
-            )
-        });
+    // What a retry needs to build the request again (a body cannot be replayed).
+    let retry_template = (!has_body && !upgrade).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        )
+    });
     let cut = CutFlag::default();
     let mut request = Request::from_parts(
         parts,
@@ -380,55 +424,89 @@ async fn forward(
     } else {
         (None, Some(permit))
     };
+    let mut tried = 0u64;
     let mut attempt = 0;
     loop {
+        let Pick {
+            index,
+            instance,
+            pass,
+            in_flight,
+        } = pick;
+        tried |= 1 << index;
+        note.instance = Some(instance.address.clone());
         let started = Instant::now();
+        // A tunnel holds its permit and its place in the instance's count for as
+        // long as it lives; a plain exchange until its response body is sent.
+        let (tunnel_guard, in_flight) = match tunnel_permit.take() {
+            Some(permit) => (Some(Box::new((permit, in_flight)) as Box<dyn Send>), None),
+            None => (None, Some(in_flight)),
+        };
         let result = edge
             .proxy()
-            .forward(upstream, request, client_ip, timeout, tunnel_permit.take())
+            .forward(
+                pool.name,
+                &instance.base,
+                request,
+                client_ip,
+                timeout,
+                tunnel_guard,
+            )
             .await;
         let outcome = match &result {
-            Ok(response) => response.status().as_u16().to_string(),
-            Err(ForwardError::Timeout) => "timeout".to_owned(),
-            Err(_) => "error".to_owned(),
+            Ok(response) => Outcome::Status(response.status().as_u16()),
+            Err(ForwardError::Timeout) => Outcome::Timeout,
+            Err(_) => Outcome::Error,
         };
         edge.metrics().exchange(
             route.class.as_str(),
-            upstream.name,
+            pool.name,
+            &instance.address,
             outcome,
             started.elapsed().as_secs_f64(),
         );
         let err = match result {
             Ok(response) => {
                 pass.success();
-                edge.metrics()
-                    .breaker_state(upstream.name, breaker.state().as_gauge());
+                edge.metrics().instance_state(pool, &instance);
                 return match request_permit {
-                    Some(permit) => response.map(|body| Holding::wrap(body, permit)),
+                    Some(permit) => response.map(|body| Holding::wrap(body, (permit, in_flight))),
                     None => response,
                 };
             }
             Err(err) => err,
         };
-        let retry = match (&err, &retry_template) {
-            (ForwardError::Connect(_), Some(template)) if attempt < config.connect_retries => {
+        let retryable = match &err {
+            ForwardError::Connect(_) => true,
+            ForwardError::Exchange(_) => method_is_idempotent(&retry_template),
+            ForwardError::Timeout | ForwardError::BadTarget => false,
+        };
+        let retry = match &retry_template {
+            Some(template)
+                if retryable && attempt < config.connect_retries && cut.get().is_none() =>
+            {
                 template
             }
-            _ => return failed(edge, pass, breaker, upstream, &cut, err, limit),
+            _ => return failed(edge, pass, pool, &instance, &cut, err, limit),
         };
         tracing::debug!(
-            upstream = upstream.name,
+            upstream = pool.name,
+            instance = &*instance.address,
             ?err,
             attempt,
-            "cannot connect; retrying"
+            "exchange failed; retrying"
         );
         pass.failure();
+        edge.metrics().instance_state(pool, &instance);
         attempt += 1;
-        tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-        pass = match admit(edge, breaker, upstream) {
-            Ok(pass) => pass,
+        pick = match admit(edge, pool, tried) {
+            Ok(pick) => pick,
             Err(error) => return edge.refuse("breaker_open", error),
         };
+        if tried & (1 << pick.index) != 0 {
+            // The same instance again (the only one left): give it a moment.
+            tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+        }
         let (method, uri, version, headers) = retry;
         let mut next = Request::new(Body::empty());
         *next.method_mut() = method.clone();
@@ -439,27 +517,34 @@ async fn forward(
     }
 }
 
-/// A pass through `breaker`, or the fail-fast error (answered with reason
-/// `breaker_open`).
-fn admit(edge: &Edge, breaker: &Breaker, upstream: &Upstream) -> Result<Pass, ApiError> {
-    breaker.admit().map_err(|wait| {
-        edge.metrics()
-            .breaker_state(upstream.name, breaker.state().as_gauge());
+fn method_is_idempotent(
+    template: &Option<(Method, axum::http::Uri, axum::http::Version, HeaderMap)>,
+) -> bool {
+    template
+        .as_ref()
+        .is_some_and(|(method, ..)| method.is_idempotent())
+}
+
+/// An instance of `pool` for one exchange, or the fail-fast error when every
+/// instance is ejected (answered with reason `breaker_open`).
+fn admit(edge: &Edge, pool: &Pool, tried: u64) -> Result<Pick, ApiError> {
+    pool.pick(tried).map_err(|wait| {
+        edge.metrics().upstream_state(pool);
         ApiError::new(
             ErrorCode::UpstreamUnavailable,
-            format!("the {} service is unavailable", upstream.name),
+            format!("the {} service is unavailable", pool.name),
         )
-        .with_retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+        .with_retry_after(wait.as_secs_f64().ceil().clamp(1.0, 3600.0) as u64)
     })
 }
 
 /// The answer when the exchange failed: the client's fault (body too large or too
-/// slow) leaves the breaker alone; anything else counts against the upstream.
+/// slow) leaves the instance's health alone; anything else counts against it.
 fn failed(
     edge: &Edge,
-    pass: Pass,
-    breaker: &Breaker,
-    upstream: &Upstream,
+    pass: crate::breaker::Pass,
+    pool: &Pool,
+    instance: &Instance,
     cut: &CutFlag,
     err: ForwardError,
     limit: usize,
@@ -490,24 +575,32 @@ fn failed(
             );
         }
         ForwardError::Timeout => {
-            tracing::warn!(upstream = upstream.name, "upstream timed out");
+            tracing::warn!(
+                upstream = pool.name,
+                instance = &*instance.address,
+                "upstream timed out"
+            );
             ApiError::new(
                 ErrorCode::UpstreamTimeout,
                 "the service did not answer in time",
             )
         }
         ForwardError::Connect(cause) | ForwardError::Exchange(cause) => {
-            tracing::warn!(upstream = upstream.name, %cause, "upstream exchange failed");
+            tracing::warn!(
+                upstream = pool.name,
+                instance = &*instance.address,
+                %cause,
+                "upstream exchange failed"
+            );
             ApiError::new(
                 ErrorCode::UpstreamUnavailable,
-                format!("the {} service is unavailable", upstream.name),
+                format!("the {} service is unavailable", pool.name),
             )
             .with_retry_after(1)
         }
     };
     pass.failure();
-    edge.metrics()
-        .breaker_state(upstream.name, breaker.state().as_gauge());
+    edge.metrics().instance_state(pool, instance);
     edge.refuse("upstream_failed", answer)
 }
 

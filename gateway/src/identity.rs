@@ -96,3 +96,102 @@ mod tests {
         );
     }
 }
+
+/// Where auth answers when it runs as several instances: the JWKS and the
+/// introspection endpoint are asked of each instance in turn, instances that
+/// are up first (in the auth pool's view), until one answers.
+pub mod failover {
+    use crate::pool::Instance;
+    use crate::proxy::Upstream;
+    use proto::auth::AccessClaims;
+    use servicekit::StartError;
+    use servicekit::tokens::{
+        BoxFuture, HttpJwks, IntrospectRevocations, KeyRing, KeySource, RevocationCheck, TokenError,
+    };
+    use std::sync::{Arc, OnceLock};
+
+    /// The auth pool's instances, known once the edge is built (the verifier is
+    /// built first). Until then, configuration order.
+    pub type Health = Arc<OnceLock<Vec<Arc<Instance>>>>;
+
+    /// Indices of the sources to try: instances that are up first.
+    fn order(health: &Health, count: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..count).collect();
+        if let Some(instances) = health.get() {
+            order.sort_by_key(|i| instances.get(*i).is_none_or(|inst| inst.health() != "up"));
+        }
+        order
+    }
+
+    pub struct Jwks {
+        sources: Vec<HttpJwks>,
+        health: Health,
+    }
+
+    impl Jwks {
+        pub fn new(auth: &Upstream, health: Health) -> Result<Self, StartError> {
+            let sources = auth
+                .bases()
+                .iter()
+                .map(|base| HttpJwks::new(&format!("{base}/api/v1/auth/jwks")))
+                .collect::<Result<_, _>>()?;
+            Ok(Self { sources, health })
+        }
+    }
+
+    impl KeySource for Jwks {
+        fn keys(&self, refresh: bool) -> BoxFuture<'_, Result<Arc<KeyRing>, TokenError>> {
+            Box::pin(async move {
+                if let [only] = self.sources.as_slice() {
+                    return only.keys(refresh).await;
+                }
+                let mut last = Err(TokenError::Unavailable);
+                for i in order(&self.health, self.sources.len()) {
+                    last = self.sources[i].keys(refresh).await;
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            })
+        }
+    }
+
+    pub struct Introspection {
+        sources: Vec<IntrospectRevocations>,
+        health: Health,
+    }
+
+    impl Introspection {
+        pub fn new(auth: &Upstream, health: Health) -> Result<Self, StartError> {
+            let sources = auth
+                .bases()
+                .iter()
+                .map(|base| IntrospectRevocations::new(&format!("{base}/api/v1/auth/introspect")))
+                .collect::<Result<_, _>>()?;
+            Ok(Self { sources, health })
+        }
+    }
+
+    impl RevocationCheck for Introspection {
+        fn is_revoked<'a>(
+            &'a self,
+            token: &'a str,
+            claims: &'a AccessClaims,
+        ) -> BoxFuture<'a, Result<bool, TokenError>> {
+            Box::pin(async move {
+                if let [only] = self.sources.as_slice() {
+                    return only.is_revoked(token, claims).await;
+                }
+                let mut last = Err(TokenError::Unavailable);
+                for i in order(&self.health, self.sources.len()) {
+                    last = self.sources[i].is_revoked(token, claims).await;
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            })
+        }
+    }
+}

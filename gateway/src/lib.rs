@@ -3,20 +3,27 @@
 //! Routes `/api/v1/<service>/*` to the service behind it, tunnels the signaling
 //! WebSocket `/rtc`, and serves the browser client (`web/`) for everything else.
 //!
-//! Request flow: request id → trace → catch panic → metrics → CORS → route. A
-//! routed request then goes through [`edge`] (path checks, rate limits, identity,
-//! body and concurrency limits, circuit breaker, timeouts and retries) to
+//! Request flow: request id → trace → catch panic → metrics → CORS → access log
+//! ([`access`]) → route. A routed request then goes through [`edge`] (path
+//! checks, rate limits, identity, body and concurrency limits, an instance of the
+//! upstream ([`pool`]: balancing, passive health), timeouts and retries) to
 //! [`proxy`]; a web-client path gets the security headers of [`security`].
 //! `GET /health` is the gateway's liveness, `GET /health/upstreams` each
-//! upstream's breaker and last probe ([`health`]). Run it with [`serve`], which
-//! adds a deadline on request heads.
+//! upstream's breaker and each instance's state ([`health`]). The whole API is
+//! described by one OpenAPI document ([`openapi`], `GET /api/v1/openapi.json`),
+//! rendered at `GET /api/docs` ([`docs`]). Run it with [`serve`], which adds a
+//! deadline on request heads.
 
+pub mod access;
 pub mod body;
 pub mod breaker;
+pub mod docs;
 pub mod edge;
 pub mod edge_metrics;
 pub mod health;
 pub mod identity;
+pub mod openapi;
+pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
@@ -30,7 +37,7 @@ use servicekit::config::BackendConfig;
 use servicekit::http;
 use servicekit::metrics::Metrics;
 use servicekit::service::{Deps, Needs};
-use servicekit::tokens::{IntrospectRevocations, RedisRevocations, TokenVerifier, VerifierConfig};
+use servicekit::tokens::{RedisRevocations, TokenVerifier, VerifierConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -135,14 +142,18 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
     )
     .await?;
 
-    let auth = config.upstreams.auth.base();
-    let verifier = TokenVerifier::from_jwks_url(
-        &format!("{auth}/api/v1/auth/jwks"),
+    // Auth's JWKS and introspection: each auth instance in turn, up ones first.
+    let auth_health = identity::failover::Health::default();
+    let verifier = TokenVerifier::new(
+        Arc::new(identity::failover::Jwks::new(
+            &config.upstreams.auth,
+            auth_health.clone(),
+        )?),
         VerifierConfig {
             leeway: config.edge.token_leeway,
             ..VerifierConfig::default()
         },
-    )?;
+    );
     let (verifier, limiter): (_, Arc<dyn ratelimit::RateLimiter>) = match &deps.redis {
         Some(conn) => (
             verifier.with_revocations(Arc::new(RedisRevocations(conn.clone()))),
@@ -152,24 +163,27 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
             )),
         ),
         None => (
-            verifier.with_revocations(Arc::new(IntrospectRevocations::new(&format!(
-                "{auth}/api/v1/auth/introspect"
-            ))?)),
+            verifier.with_revocations(Arc::new(identity::failover::Introspection::new(
+                &config.upstreams.auth,
+                auth_health.clone(),
+            )?)),
             Arc::new(ratelimit::MemoryLimiter::new()),
         ),
     };
 
     let metrics = Metrics::new(SERVICE);
     let edge_metrics = edge_metrics::EdgeMetrics::register(&metrics);
+    let document = openapi::document().map_err(StartError::other)?;
     let edge = edge::Edge::new(
         &config.upstreams,
         verifier,
         limiter,
         config.edge.clone(),
         edge_metrics,
+        openapi::RouteTemplates::from_document(document),
     );
-    let probes = health::Probes::default();
-    health::spawn_prober(edge.clone(), probes.clone(), shutdown);
+    let _ = auth_health.set(edge.upstream(UpstreamId::Auth).instances().to_vec());
+    health::spawn_prober(edge.clone(), shutdown);
 
     // Unknown paths under the web client get index.html, so deep links such as
     // `/m/{code}` load the app, which then routes on the client side.
@@ -188,11 +202,10 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
         .route("/rtc", any(edge::handle))
         .route("/api/{*rest}", any(edge::handle))
         .with_state(edge.clone())
-        .route(
-            "/health/upstreams",
-            get(health::upstreams).with_state((edge, probes)),
-        )
-        .merge(web);
+        .route("/health/upstreams", get(health::upstreams).with_state(edge))
+        .merge(docs::routes(document))
+        .merge(web)
+        .layer(axum::middleware::from_fn(access::log));
     let router = http::service_router_with_fallback(SERVICE, api, deps.readiness, metrics);
     let router = router.layer(
         tower_http::set_header::SetResponseHeaderLayer::if_not_present(

@@ -16,7 +16,10 @@ struct Cli {
     /// TCP port for the public HTTP entry.
     #[arg(long, env = "GATEWAY_PORT", default_value_t = gateway::DEFAULT_PORT)]
     port: u16,
-    /// The auth service (its JWKS and introspection are also read from here).
+    /// The auth service (its JWKS and introspection are read from the first
+    /// address). Each service URL may list several instances, separated by commas
+    /// (`http://10.0.0.1:8001,http://10.0.0.2:8001`): requests are balanced across
+    /// them and an instance that keeps failing is ejected for a while.
     #[arg(long, env = "AUTH_URL", default_value = "http://127.0.0.1:8001")]
     auth_url: String,
     /// The users service.
@@ -77,13 +80,14 @@ pub struct GatewayArgs {
     /// Open /rtc WebSocket tunnels at once.
     #[arg(long, env = "GATEWAY_MAX_TUNNELS", default_value_t = 10_000)]
     pub max_tunnels: usize,
-    /// Consecutive failures that open an upstream's circuit breaker.
+    /// Consecutive failures that eject an upstream instance (every instance
+    /// ejected opens the upstream's circuit breaker).
     #[arg(long, env = "GATEWAY_BREAKER_FAILURES", default_value_t = 5)]
     pub breaker_failures: u32,
-    /// Seconds an open breaker fails fast before it lets a probe through.
+    /// Seconds an ejected instance rests before a probe may try it again.
     #[arg(long, env = "GATEWAY_BREAKER_OPEN", default_value_t = 5)]
     pub breaker_open_secs: u64,
-    /// Milliseconds between health probes of each upstream.
+    /// Milliseconds between health probes of each upstream instance.
     #[arg(long, env = "GATEWAY_PROBE_INTERVAL_MS", default_value_t = 2000)]
     pub probe_interval_ms: u64,
     /// Comma-separated origins allowed to call the API cross-site (CORS).

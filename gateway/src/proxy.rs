@@ -12,44 +12,65 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use servicekit::StartError;
 use std::net::IpAddr;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 
-/// One upstream service: a name for logs and its base URL (`http://host:port`).
+/// One upstream service: a name for logs and the base URLs of its instances
+/// (`http://host:port`), balanced by [`crate::pool::Pool`].
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: &'static str,
-    base: String,
+    bases: Vec<String>,
 }
 
 impl Upstream {
-    /// Parse `http://host:port`; anything else is a configuration error naming `name`.
-    pub fn parse(name: &'static str, url: &str) -> Result<Upstream, StartError> {
+    /// Parse `http://host:port`, or several separated by commas (one per instance);
+    /// anything else is a configuration error naming `name`.
+    pub fn parse(name: &'static str, urls: &str) -> Result<Upstream, StartError> {
         let setting = format!("{}_URL", name.to_ascii_uppercase());
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| StartError::setting(&setting, format!("`{url}` is not a URL")))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        let mut bases = Vec::new();
+        for url in urls.split(',').map(str::trim) {
+            let base = parse_base(url).map_err(|why| StartError::setting(&setting, why))?;
+            if bases.contains(&base) {
+                return Err(StartError::setting(
+                    &setting,
+                    format!("`{url}` is listed twice"),
+                ));
+            }
+            bases.push(base);
+        }
+        if bases.len() > crate::pool::MAX_INSTANCES {
             return Err(StartError::setting(
                 &setting,
-                format!("`{url}` must look like http://host:port"),
+                format!("at most {} instances", crate::pool::MAX_INSTANCES),
             ));
         }
-        if uri.path() != "/" && !uri.path().is_empty() {
-            return Err(StartError::setting(
-                &setting,
-                format!("`{url}` must not have a path"),
-            ));
-        }
-        let base = format!(
-            "http://{}",
-            uri.authority().map(|a| a.as_str()).unwrap_or_default()
-        );
-        Ok(Upstream { name, base })
+        Ok(Upstream { name, bases })
     }
 
+    /// The first instance's base URL (where the gateway reads auth's JWKS).
     pub fn base(&self) -> &str {
-        &self.base
+        // `parse` never returns an empty list: `split` yields at least one item,
+        // and an empty item is refused.
+        &self.bases[0]
     }
+
+    /// Every instance's base URL, in configuration order.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
+    }
+}
+
+fn parse_base(url: &str) -> Result<String, String> {
+    let uri: Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!("`{url}` must look like http://host:port"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!("`{url}` must not have a path"));
+    }
+    Ok(format!(
+        "http://{}",
+        uri.authority().map(|a| a.as_str()).unwrap_or_default()
+    ))
 }
 
 /// A pooled HTTP/1 client shared by every route.
@@ -81,18 +102,19 @@ impl Proxy {
     /// long as both sockets.
     pub async fn forward(
         &self,
-        upstream: &Upstream,
+        name: &'static str,
+        base: &str,
         mut request: Request<Body>,
         client: IpAddr,
         timeout: Duration,
-        tunnel_guard: Option<OwnedSemaphorePermit>,
+        tunnel_guard: Option<Box<dyn Send>>,
     ) -> Result<Response, ForwardError> {
         let path_and_query = request
             .uri()
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/");
-        let uri = format!("{}{}", upstream.base, path_and_query)
+        let uri = format!("{base}{path_and_query}")
             .parse::<Uri>()
             .map_err(|_| ForwardError::BadTarget)?;
         let upgrade = is_websocket_upgrade(request.headers());
@@ -120,9 +142,9 @@ impl Proxy {
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let name = upstream.name;
             tokio::spawn(async move {
-                // Held for as long as the tunnel lives: the cap on open tunnels.
+                // Held for as long as the tunnel lives: the cap on open tunnels and
+                // the instance's count of exchanges in flight.
                 let _guard = tunnel_guard;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client_io, upstream_io)) => {
@@ -145,12 +167,8 @@ impl Proxy {
     }
 
     /// `GET {upstream}/health`: the status it answered within `timeout`.
-    pub async fn probe(
-        &self,
-        upstream: &Upstream,
-        timeout: Duration,
-    ) -> Result<StatusCode, ForwardError> {
-        let uri = format!("{}/health", upstream.base)
+    pub async fn probe(&self, base: &str, timeout: Duration) -> Result<StatusCode, ForwardError> {
+        let uri = format!("{base}/health")
             .parse::<Uri>()
             .map_err(|_| ForwardError::BadTarget)?;
         let mut request = Request::new(Body::empty());
@@ -269,6 +287,26 @@ mod tests {
         assert_eq!(err.setting.as_deref(), Some("AUTH_URL"));
         assert!(Upstream::parse("auth", "http://h:1/path").is_err());
         assert!(Upstream::parse("auth", "not a url").is_err());
+    }
+
+    #[test]
+    fn an_upstream_may_list_several_instances() {
+        let upstream =
+            Upstream::parse("users", "http://127.0.0.1:8002, http://127.0.0.1:9002").unwrap();
+        assert_eq!(
+            upstream.bases(),
+            ["http://127.0.0.1:8002", "http://127.0.0.1:9002"]
+        );
+        assert_eq!(upstream.base(), "http://127.0.0.1:8002");
+        for bad in [
+            "http://a:1,",
+            "http://a:1,,http://b:2",
+            "http://a:1,http://a:1",
+            "http://a:1,ftp://b",
+        ] {
+            let err = Upstream::parse("users", bad).unwrap_err();
+            assert_eq!(err.setting.as_deref(), Some("USERS_URL"), "{bad}");
+        }
     }
 
     #[test]

@@ -90,7 +90,7 @@ const PREFIXES: &[(&str, UpstreamId)] = &[
 
 /// Routes anyone may call, matched exactly (no prefix, no trailing slash): a path
 /// that merely starts like one of these needs a token.
-const PUBLIC: &[(Method, &str)] = &[
+pub const PUBLIC: &[(Method, &str)] = &[
     (Method::POST, "/api/v1/auth/register"),
     (Method::POST, "/api/v1/auth/login"),
     (Method::POST, "/api/v1/auth/refresh"),
@@ -99,6 +99,10 @@ const PUBLIC: &[(Method, &str)] = &[
     (Method::POST, "/api/v1/auth/password-reset/confirm"),
     (Method::GET, "/api/v1/auth/jwks"),
     (Method::HEAD, "/api/v1/auth/jwks"),
+    // Sign-in with an OpenID provider: the list of providers, and the one-time
+    // code's exchange for tokens (start and callback: `is_oauth_redirect`).
+    (Method::GET, "/api/v1/auth/oauth/providers"),
+    (Method::POST, "/api/v1/auth/oauth/exchange"),
     // The room token inside the WebSocket is checked by signaling.
     (Method::GET, "/rtc"),
 ];
@@ -110,6 +114,7 @@ const CREDENTIALS: &[&str] = &[
     "/api/v1/auth/password-reset",
     "/api/v1/auth/password-reset/confirm",
     "/api/v1/auth/password",
+    "/api/v1/auth/oauth/exchange",
 ];
 
 /// Where `method path` goes, or `None` when no service owns it.
@@ -120,7 +125,8 @@ pub fn classify(method: &Method, path: &str) -> Option<Route> {
     })?;
     let public = PUBLIC.iter().any(|(m, p)| m == method && *p == path)
         || is_guest_join(method, path)
-        || is_meeting_lookup(method, path);
+        || is_meeting_lookup(method, path)
+        || is_oauth_redirect(method, path);
     let class = if path == "/rtc" {
         RouteClass::Rtc
     } else if CREDENTIALS.contains(&path) {
@@ -148,6 +154,19 @@ fn is_guest_join(method: &Method, path: &str) -> bool {
             .strip_prefix("/api/v1/meetings/")
             .and_then(|rest| rest.strip_suffix("/join"))
             .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// `GET /api/v1/auth/oauth/{provider}/start` and `…/callback`: the browser is
+/// sent there (by the web client, then by the provider) before it has a token.
+fn is_oauth_redirect(method: &Method, path: &str) -> bool {
+    method == Method::GET
+        && path
+            .strip_prefix("/api/v1/auth/oauth/")
+            .and_then(|rest| {
+                rest.strip_suffix("/start")
+                    .or_else(|| rest.strip_suffix("/callback"))
+            })
+            .is_some_and(|provider| !provider.is_empty() && !provider.contains('/'))
 }
 
 /// `GET /api/v1/meetings/{id}`: the lobby shows a guest the meeting's public
@@ -276,6 +295,38 @@ mod tests {
             Access::Token
         );
         assert_eq!(route(Method::GET, "/rtc").unwrap().access, Access::Public);
+        for path in [
+            "/api/v1/auth/oauth/providers",
+            "/api/v1/auth/oauth/google/start",
+            "/api/v1/auth/oauth/google/callback",
+        ] {
+            assert_eq!(route(Method::GET, path).unwrap().access, Access::Public);
+        }
+        assert_eq!(
+            route(Method::POST, "/api/v1/auth/oauth/exchange")
+                .unwrap()
+                .access,
+            Access::Public
+        );
+        for path in [
+            "/api/v1/auth/oauth//start",
+            "/api/v1/auth/oauth/a/b/callback",
+            "/api/v1/auth/oauth/google/other",
+        ] {
+            assert_eq!(route(Method::GET, path).unwrap().access, Access::Token);
+        }
+        assert_eq!(
+            route(Method::POST, "/api/v1/auth/oauth/google/start")
+                .unwrap()
+                .access,
+            Access::Token
+        );
+        assert_eq!(
+            route(Method::DELETE, "/api/v1/auth/account")
+                .unwrap()
+                .access,
+            Access::Token
+        );
     }
 
     #[test]

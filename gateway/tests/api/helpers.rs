@@ -31,6 +31,70 @@ pub async fn redis() -> redis::aio::ConnectionManager {
         .unwrap_or_else(|err| panic!("the test Redis at {} must answer: {err}", redis_url()))
 }
 
+/// A server that dies like a killed process: [`Killable::kill`] closes its
+/// listener and every open connection at once (no graceful drain).
+pub struct Killable {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Killable {
+    pub fn serve(listener: TcpListener, router: Router) -> Killable {
+        use hyper::body::Incoming;
+        use tower::ServiceExt;
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            // Dropped with this task (on kill), the set aborts every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, peer)) = accepted else { continue };
+                        let router = router.clone();
+                        connections.spawn(async move {
+                            let service = hyper::service::service_fn(
+                                move |mut request: hyper::Request<Incoming>| {
+                                    request.extensions_mut().insert(ConnectInfo(peer));
+                                    router.clone().oneshot(request.map(axum::body::Body::new))
+                                },
+                            );
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .with_upgrades()
+                                .await;
+                        });
+                    }
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        Killable { addr, task }
+    }
+
+    /// Close the port and every connection now.
+    pub async fn kill(self) -> SocketAddr {
+        self.task.abort();
+        let _ = self.task.await;
+        self.addr
+    }
+}
+
+/// Bind `addr` again after a kill (the port may take a moment to be free).
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(err) if tries < 50 => {
+                tries += 1;
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("cannot rebind {addr}: {err}"),
+        }
+    }
+}
+
 pub fn random_prefix() -> String {
     format!("test:gateway:{}:", uuid::Uuid::new_v4().simple())
 }
@@ -41,8 +105,7 @@ pub fn random_prefix() -> String {
 pub struct Stub {
     pub name: &'static str,
     pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    server: Killable,
 }
 
 impl Stub {
@@ -53,41 +116,19 @@ impl Stub {
 
     /// Start again on the same port (after [`Stub::stop`]).
     pub async fn restart(name: &'static str, addr: SocketAddr) -> Stub {
-        let mut tries = 0;
-        loop {
-            match TcpListener::bind(addr).await {
-                Ok(listener) => return Self::serve(name, listener),
-                Err(err) if tries < 50 => {
-                    tries += 1;
-                    let _ = err;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(err) => panic!("cannot rebind {addr}: {err}"),
-            }
-        }
+        Self::serve(name, rebind(addr).await)
     }
 
     fn serve(name: &'static str, listener: TcpListener) -> Stub {
-        let addr = listener.local_addr().unwrap();
         let router = Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/rtc", get(echo_socket))
             .fallback(any(move |req: Request| echo(name, req)));
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
-        });
+        let server = Killable::serve(listener, router);
         Stub {
             name,
-            addr,
-            shutdown,
-            task,
+            addr: server.addr,
+            server,
         }
     }
 
@@ -95,12 +136,9 @@ impl Stub {
         format!("http://{}", self.addr)
     }
 
-    /// Stop serving and close its port.
+    /// Stop serving at once: the port and every connection close (as a killed process).
     pub async fn stop(self) -> SocketAddr {
-        self.shutdown.cancel();
-        self.task.abort();
-        let _ = self.task.await;
-        self.addr
+        self.server.kill().await
     }
 }
 
@@ -160,13 +198,22 @@ pub struct Auth {
     pub addr: SocketAddr,
     pub db: Db,
     folder: PathBuf,
+    /// Whether this instance removes the folder when dropped (not a twin).
+    owns_folder: bool,
+    redis: Option<redis::aio::ConnectionManager>,
     shutdown: CancellationToken,
+    server: Option<Killable>,
 }
 
 impl Drop for Auth {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.folder);
+        if let Some(server) = self.server.take() {
+            server.task.abort();
+        }
+        if self.owns_folder {
+            let _ = std::fs::remove_dir_all(&self.folder);
+        }
     }
 }
 
@@ -176,6 +223,23 @@ impl Auth {
             "meetease-gateway-test-{}",
             uuid::Uuid::new_v4().simple()
         ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_in(folder, true, redis, listener).await
+    }
+
+    /// A second instance of the same auth: same database (so the same signing
+    /// keys and accounts), its own port.
+    pub async fn twin(&self) -> Auth {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_in(self.folder.clone(), false, self.redis.clone(), listener).await
+    }
+
+    async fn start_in(
+        folder: PathBuf,
+        owns_folder: bool,
+        redis: Option<redis::aio::ConnectionManager>,
+        listener: TcpListener,
+    ) -> Auth {
         let database = DatabaseConfig::Sqlite {
             location: SqliteLocation::Folder(folder.clone()),
         };
@@ -192,21 +256,61 @@ impl Auth {
         let router = auth::build_with(
             config,
             db.clone(),
-            redis,
+            redis.clone(),
             Readiness::default(),
             shutdown.clone(),
         )
         .await
         .expect("auth builds");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(servicekit::http::serve(listener, router, shutdown.clone()));
+        let server = Killable::serve(listener, router);
         Auth {
-            addr,
+            addr: server.addr,
             db,
             folder,
+            owns_folder,
+            redis,
             shutdown,
+            server: Some(server),
         }
+    }
+
+    /// Kill this instance (port and connections closed at once, background work stopped).
+    pub async fn kill(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.kill().await;
+        }
+    }
+
+    /// Start it again on the same port, on the same database.
+    pub async fn restart(&mut self) {
+        let listener = rebind(self.addr).await;
+        let owns_folder = std::mem::replace(&mut self.owns_folder, false);
+        let fresh = Self::start_in(
+            self.folder.clone(),
+            owns_folder,
+            self.redis.clone(),
+            listener,
+        )
+        .await;
+        *self = fresh;
+    }
+
+    /// How many `GET /api/v1/auth/jwks` this instance answered, from its own `/metrics`.
+    pub async fn jwks_served(&self) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .expect("auth answers /metrics")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| {
+                line.starts_with("meetease_http_requests_total{")
+                    && line.contains("route=\"/api/v1/auth/jwks\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     pub fn url(&self) -> String {
@@ -297,12 +401,24 @@ pub async fn spawn_app_with(mode: Mode, tweak: impl FnOnce(&mut EdgeConfig)) -> 
         Mode::Redis => Some(redis().await),
     };
     let auth = Auth::start(redis.clone()).await;
+    let auth_url = auth.url();
+    spawn_app_with_auth(mode, auth, &auth_url, tweak).await
+}
+
+/// As [`spawn_app_with`], with the given auth instance and the gateway's auth
+/// upstream set to `auth_urls` (several instances, comma-separated).
+pub async fn spawn_app_with_auth(
+    mode: Mode,
+    auth: Auth,
+    auth_urls: &str,
+    tweak: impl FnOnce(&mut EdgeConfig),
+) -> TestApp {
     let users = Stub::start("users").await;
     let signaling = Stub::start("signaling").await;
     let notify = Stub::start("notify").await;
     let analytics = Stub::start("analytics").await;
     let upstreams = Upstreams {
-        auth: Upstream::parse("auth", &auth.url()).unwrap(),
+        auth: Upstream::parse("auth", auth_urls).unwrap(),
         users: Upstream::parse("users", &users.url()).unwrap(),
         signaling: Upstream::parse("signaling", &signaling.url()).unwrap(),
         notify: Upstream::parse("notify", &notify.url()).unwrap(),
@@ -429,6 +545,45 @@ impl TestApp {
 
     pub async fn upstream_health(&self) -> Value {
         self.get("/health/upstreams", None).await.body
+    }
+
+    /// Wait until instance `address` of `upstream` shows `state` in `/health/upstreams`.
+    pub async fn wait_for_instance(
+        &self,
+        upstream: &str,
+        address: SocketAddr,
+        state: &str,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let health = self.upstream_health().await;
+            let shown = health["upstreams"][upstream]["instances"]
+                .as_array()
+                .and_then(|all| {
+                    all.iter()
+                        .find(|i| i["address"] == address.to_string())
+                        .map(|i| i["state"].clone())
+                });
+            if shown.as_ref().is_some_and(|s| s == state) {
+                return health;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{upstream} {address} never became {state}: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Wait until `upstream`'s breaker shows `state` in `/health/upstreams`.

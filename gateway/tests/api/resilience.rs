@@ -18,7 +18,10 @@ async fn killing_an_upstream_opens_its_breaker_and_restarting_it_closes_it() {
     let addr = users.stop().await;
     let health = app.wait_for_breaker("users", "open").await;
     assert_eq!(health["status"], "degraded");
-    assert_eq!(health["upstreams"]["users"]["last_probe"]["ok"], false);
+    assert_eq!(
+        health["upstreams"]["users"]["instances"][0]["last_probe"]["ok"],
+        false
+    );
     assert_eq!(health["upstreams"]["auth"]["breaker"], "closed");
 
     // While open, calls fail fast with a stable code and a Retry-After.

@@ -181,7 +181,7 @@ async fn health_lists_every_upstream_and_metrics_count_per_upstream() {
     let view = app.upstream_health().await;
     assert_eq!(view["status"], "ok");
     assert_eq!(
-        view["upstreams"]["users"]["last_probe"]["ok"], true,
+        view["upstreams"]["users"]["instances"][0]["last_probe"]["ok"], true,
         "{view}"
     );
 
