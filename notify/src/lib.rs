@@ -164,7 +164,11 @@ pub struct NotifyArgs {
     )]
     pub mail_from: String,
     /// Public address of the web client, for links in emails.
+    // Its own id: the launcher flattens every service's flags into one command,
+    // and auth has a `public_url` too.
     #[arg(
+        id = "notify_public_url",
+        value_name = "URL",
         long = "public-url",
         env = "MEETEASE_PUBLIC_URL",
         default_value = "http://localhost:8000"
