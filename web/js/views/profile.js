@@ -3,6 +3,7 @@ import { avatarObjectUrl, currentSession, deleteAvatar, getMyProfile, localTimeZ
 import { announce, h, mount } from '../dom.js';
 import { humanMessage } from '../errors.js';
 import { go } from '../nav.js';
+import { disablePush, enablePush, pushEnabled, pushSupported } from '../push.js';
 
 /** IANA zones the browser knows, with the current one first if it is missing. */
 function timeZones(current) {
@@ -21,6 +22,55 @@ function check(id, label, checked) {
   return h('div', { class: 'check' },
     h('input', { id, name: id, type: 'checkbox', checked }),
     h('label', { for: id }, label));
+}
+
+/** "Enable notifications on this device": subscribes this browser to web push. */
+function devicePush() {
+  const status = h('p', { class: 'hint', id: 'push-device-status', role: 'status' });
+  const problem = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const toggle = h('input', {
+    id: 'push-device',
+    type: 'checkbox',
+    role: 'switch',
+    'aria-describedby': 'push-device-status',
+    disabled: !pushSupported(),
+    onchange: async () => {
+      problem.hidden = true;
+      toggle.disabled = true;
+      try {
+        if (toggle.checked) {
+          await enablePush();
+          status.textContent = 'This browser shows MeetEase alerts as notifications.';
+          announce('Notifications on.');
+        } else {
+          await disablePush();
+          status.textContent = 'Notifications are off on this browser.';
+          announce('Notifications off.');
+        }
+      } catch (e) {
+        toggle.checked = !toggle.checked;
+        problem.textContent = humanMessage(e);
+        problem.hidden = false;
+      } finally {
+        toggle.disabled = false;
+      }
+    },
+  });
+  status.textContent = pushSupported()
+    ? 'Alerts (someone joined your meeting, your meeting starts soon) as notifications, even when MeetEase is closed.'
+    : 'This browser cannot show notifications from MeetEase.';
+  if (pushSupported()) {
+    pushEnabled().then((on) => {
+      toggle.checked = on;
+    }).catch(() => {});
+  }
+  return h('section', { class: 'card', 'aria-labelledby': 'device-title' },
+    h('h2', { id: 'device-title' }, 'This device'),
+    h('div', { class: 'check' },
+      toggle,
+      h('label', { for: 'push-device' }, 'Enable notifications on this device')),
+    status,
+    problem);
 }
 
 export function renderProfile(root) {
@@ -192,6 +242,7 @@ export function renderProfile(root) {
               h('p', { id: 'avatar-hint', class: 'hint' }, 'PNG, JPEG or WebP, up to 5 MB. It is cropped to a square.'))),
           photoError),
         form,
+        devicePush(),
         h('p', { class: 'muted' }, `Signed in as ${profile.email}. Your browser's time zone is ${localTimeZone()}.`)));
     showPicture(profile);
   }
