@@ -2,6 +2,7 @@
 import { currentSession, signOut, userName } from './api.js';
 import { h, mount } from './dom.js';
 import { renderForgot, renderReset, renderSignIn, renderSignUp } from './views/auth.js';
+import { renderDashboard } from './views/dashboard.js';
 import { renderHome } from './views/home.js';
 import { renderMeetingPage } from './views/meeting.js';
 import { renderProfile } from './views/profile.js';
@@ -17,6 +18,7 @@ const routes = [
   { path: /^\/forgot\/?$/, view: (root) => renderForgot(root) },
   { path: /^\/reset\/?$/, view: (root) => renderReset(root) },
   { path: /^\/profile\/?$/, view: (root) => renderProfile(root) },
+  { path: /^\/dashboard\/?$/, view: (root) => renderDashboard(root) },
   { path: /^\/m\/([^/]+)\/?$/, view: (root, [code]) => renderMeetingPage(root, decodeURIComponent(code)) },
 ];
 
@@ -77,6 +79,7 @@ function renderTopbar() {
       : h('nav', { class: 'account', 'aria-label': 'Account' },
         session
           ? [
+            h('a', { class: 'btn btn-ghost', href: '/dashboard', 'data-link': '' }, 'Dashboard'),
             h('a', { class: 'who', href: '/profile', 'data-link': '', title: 'Your profile' }, userName(session)),
             h('button', {
               type: 'button',

@@ -211,11 +211,11 @@ export async function expectVideoPlaying(page, name, { timeout = 30_000 } = {}) 
 }
 
 /** Save a screenshot under the temp folder, and under docs/screenshots when UPDATE_SCREENSHOTS=1. */
-export async function screenshot(page, name) {
+export async function screenshot(page, name, { fullPage = false } = {}) {
   const dir = path.join(tmpdir(), 'meetease-e2e-screenshots');
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `${name}.png`);
-  await page.screenshot({ path: file });
+  await page.screenshot({ path: file, fullPage });
   if (process.env.UPDATE_SCREENSHOTS === '1') {
     mkdirSync(SCREENSHOT_DIR, { recursive: true });
     copyFileSync(file, path.join(SCREENSHOT_DIR, `${name}.png`));
