@@ -154,7 +154,9 @@ async fn apply(tx: &mut Transaction<'_, Any>, event: &EventEnvelope) -> Result<(
             )
             .await?;
         }
-        MeetingEventBody::Updated { .. } | MeetingEventBody::Cancelled { .. } => {}
+        MeetingEventBody::Updated { .. }
+        | MeetingEventBody::Cancelled { .. }
+        | MeetingEventBody::LobbyWaiting { .. } => {}
     }
     Ok(())
 }

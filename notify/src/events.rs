@@ -383,6 +383,22 @@ async fn apply_meeting(
             }
             return Ok(());
         }
+        MeetingEventBody::LobbyWaiting { display_name, .. } => {
+            let Some(cal) = load_calendar(tx, &id).await? else {
+                return Ok(());
+            };
+            if let Some(host) = cal.host_id.and_then(|h| h.parse::<UserId>().ok()) {
+                out.push((
+                    host,
+                    format!(
+                        "{display_name} is waiting in the lobby of \"{}\"",
+                        cal.title
+                    ),
+                    Some(id),
+                ));
+            }
+            return Ok(());
+        }
         MeetingEventBody::Cancelled { invitees } => {
             let Some(mut cal) = load_calendar(tx, &id).await? else {
                 return Ok(());

@@ -298,6 +298,14 @@ pub enum MeetingEventBody {
     },
     #[serde(rename = "meeting.ended")]
     Ended {},
+    /// Someone is waiting in the meeting's lobby for a host to let them in (sent
+    /// once per stay in the lobby).
+    #[serde(rename = "meeting.lobby_waiting")]
+    LobbyWaiting {
+        participant_id: ParticipantId,
+        user_id: Option<UserId>,
+        display_name: String,
+    },
 }
 
 impl MeetingEventBody {
@@ -311,6 +319,7 @@ impl MeetingEventBody {
             MeetingEventBody::ParticipantJoined { .. } => "meeting.participant_joined",
             MeetingEventBody::ParticipantLeft { .. } => "meeting.participant_left",
             MeetingEventBody::Ended {} => "meeting.ended",
+            MeetingEventBody::LobbyWaiting { .. } => "meeting.lobby_waiting",
         }
     }
 }

@@ -51,6 +51,33 @@ pub async fn write_quality(
     Ok(())
 }
 
+/// Record that someone entered the lobby of `meeting` (notify tells its host).
+/// The room lives in the room store, not in this database, so this is its own
+/// transaction after the room changed: if it fails, the host still sees the
+/// request in the meeting, and only the alert elsewhere is lost.
+pub async fn write_lobby_waiting(
+    db: &servicekit::backends::Db,
+    meeting: MeetingId,
+    participant_id: proto::ids::ParticipantId,
+    user_id: Option<proto::ids::UserId>,
+    display_name: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    write(
+        &mut tx,
+        &event(
+            meeting,
+            MeetingEventBody::LobbyWaiting {
+                participant_id,
+                user_id,
+                display_name: display_name.to_owned(),
+            },
+        ),
+    )
+    .await?;
+    tx.commit().await
+}
+
 /// Add `event` to the outbox inside `tx`, with the next sequence number of its
 /// meeting. Returns that number.
 pub async fn write(

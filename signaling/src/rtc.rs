@@ -621,6 +621,24 @@ where
                 return JoinOutcome::Retry;
             }
         };
+        // A fresh stay in the lobby (the room asked the hosts): tell the host
+        // wherever they are, through notify.
+        let knocked = updated.events.iter().any(|e| {
+            matches!(&e.body, EventBody::Message(ServerMessage::LobbyRequest { participant_id, .. })
+                if *participant_id == entrant.participant_id)
+        });
+        if knocked
+            && let Err(err) = crate::outbox::write_lobby_waiting(
+                live.db(),
+                meeting_id,
+                entrant.participant_id,
+                entrant.user_id,
+                &entrant.display_name,
+            )
+            .await
+        {
+            tracing::warn!(%err, "lobby alert not recorded");
+        }
         let inside = updated
             .room
             .as_ref()

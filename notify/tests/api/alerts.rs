@@ -131,6 +131,33 @@ async fn a_signed_in_user_gets_alerts_over_the_stream(stack: Stack) {
         "{seen}"
     );
     assert!(seen.contains("Your email address is confirmed"));
+    // Someone knocks: the host's stream says so.
+    world
+        .publish(
+            &x,
+            "meeting.lobby_waiting",
+            meeting_event(
+                meeting,
+                MeetingEventBody::LobbyWaiting {
+                    participant_id: ParticipantId::new(),
+                    user_id: None,
+                    display_name: "Cy".into(),
+                },
+            ),
+        )
+        .await;
+    while !seen.contains("event: meeting.lobby_waiting") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("the lobby alert within 20 s")
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("Cy is waiting in the lobby of \\\"Quarterly planning\\\""),
+        "{seen}"
+    );
     assert_eq!(seen.matches("event: user.email_verified").count(), 1);
     world.cleanup().await;
 }

@@ -433,6 +433,29 @@ async fn an_alert_reaches_a_subscribed_browser_encrypted_and_signed(stack: Stack
     assert_eq!(message["title"], "Bea joined \"Quarterly planning\"");
     assert_eq!(message["meeting_id"], meeting.to_string());
     assert_eq!(message["url"], format!("https://meet.example/m/{meeting}"));
+    // Someone waiting in the lobby: the host hears of it wherever they are.
+    world
+        .publish(
+            &x,
+            "meeting.lobby_waiting",
+            meeting_event(
+                meeting,
+                MeetingEventBody::LobbyWaiting {
+                    participant_id: ParticipantId::new(),
+                    user_id: None,
+                    display_name: "Cy".into(),
+                },
+            ),
+        )
+        .await;
+    let got = push.wait_for(3).await;
+    let message = got[2].message.clone().unwrap();
+    assert_eq!(got[2].urgency.as_deref(), Some("high"));
+    assert_eq!(message["kind"], "meeting.lobby_waiting");
+    assert_eq!(
+        message["title"],
+        "Cy is waiting in the lobby of \"Quarterly planning\""
+    );
     // A redelivered event pushes nothing twice.
     world
         .bus
@@ -440,7 +463,7 @@ async fn an_alert_reaches_a_subscribed_browser_encrypted_and_signed(stack: Stack
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(push.received().len(), 2);
+    assert_eq!(push.received().len(), 3);
     world.cleanup().await;
 }
 

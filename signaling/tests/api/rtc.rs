@@ -429,6 +429,24 @@ async fn the_lobby_holds_people_until_a_host_admits_them() {
     let request = h.expect("lobby_request").await;
     assert_eq!(request["display_name"], "Bob");
     assert!(request.get("seq").is_none());
+    // And on the bus, for the host's alerts elsewhere (notify): once per stay.
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        waiting = sqlx::query("SELECT payload FROM outbox WHERE type = 'meeting.lobby_waiting'")
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap();
+        if !waiting.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting.len(), 1);
+    let payload: serde_json::Value =
+        serde_json::from_str(&sqlx::Row::get::<String, _>(&waiting[0], "payload")).unwrap();
+    assert_eq!(payload["display_name"], "Bob");
+    assert_eq!(payload["participant_id"], request["participant_id"]);
+    assert_eq!(payload["meeting_id"], id(&meeting));
     h.send(json!({"v": 1, "type": "host_admit", "participant_id": request["participant_id"], "admit": true})).await;
     let joined = b.expect("joined").await;
     assert_eq!(joined["participant_id"], request["participant_id"]);
