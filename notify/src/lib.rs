@@ -52,8 +52,10 @@ static MIGRATIONS_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backends: BackendConfig,
-    /// `smtp://[user:pass@]host[:port]`; `None` writes `.eml` files to `mail_folder`.
+    /// `smtp://` or `smtps://[user:pass@]host[:port]`; `None` writes `.eml` files to `mail_folder`.
     pub smtp_url: Option<Secret<String>>,
+    /// An extra CA (PEM) to trust for `smtps://`, besides the system's roots.
+    pub smtp_ca_file: Option<PathBuf>,
     /// The `From:` of every email.
     pub mail_from: String,
     /// Where emails are written without SMTP (`<data>/mail-outbox`).
@@ -91,6 +93,7 @@ impl Config {
         Self {
             backends,
             smtp_url: None,
+            smtp_ca_file: None,
             mail_from: "MeetEase <noreply@localhost>".to_owned(),
             mail_folder,
             public_url: "http://localhost:8000".to_owned(),
@@ -111,6 +114,7 @@ impl Config {
     pub fn from_args(backends: BackendConfig, args: NotifyArgs) -> Result<Self, StartError> {
         let mut config = Self::new(backends);
         config.smtp_url = args.smtp_url;
+        config.smtp_ca_file = args.smtp_ca_file;
         if args.mail_from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(StartError::setting(
                 "NOTIFY_MAIL_FROM",
@@ -152,10 +156,15 @@ impl Config {
 /// The notify flags (also taken by the launcher).
 #[derive(Debug, Clone, clap::Args)]
 pub struct NotifyArgs {
-    /// SMTP server for outgoing email, `smtp://[user:pass@]host[:port]`. Without it,
-    /// emails are written as `.eml` files to `<data dir>/mail-outbox/`.
+    /// SMTP server for outgoing email: `smtp://[user:pass@]host[:port]` (plain, port
+    /// 25) or `smtps://…` (TLS, port 465). Without it, emails are written as `.eml`
+    /// files to `<data dir>/mail-outbox/`.
     #[arg(long = "smtp-url", env = "SMTP_URL")]
     pub smtp_url: Option<Secret<String>>,
+    /// A CA certificate (PEM file) to trust for `smtps://` besides the system's roots
+    /// (a private relay's own CA).
+    #[arg(long = "smtp-ca-file", env = "SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// Sender address of every email.
     #[arg(
         long = "mail-from",
@@ -258,7 +267,11 @@ pub async fn build_with(
     };
     db.migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE).await?;
     let bus = parts.bus.unwrap_or_else(|| bus::for_link(deps.amqp));
-    let mailer = mail::Mailer::new(config.smtp_url.as_ref(), config.mail_folder.clone())?;
+    let mailer = mail::Mailer::new(
+        config.smtp_url.as_ref(),
+        config.smtp_ca_file.as_deref(),
+        config.mail_folder.clone(),
+    )?;
     let verifier = match parts.verifier {
         Some(verifier) => verifier,
         None => {

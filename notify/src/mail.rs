@@ -1,12 +1,14 @@
-//! Delivering one email: over SMTP (`SMTP_URL`), or, with no SMTP configured, as an
-//! `.eml` file in `<data>/mail-outbox/` so the embedded mode shows what it would send.
+//! Delivering one email: over SMTP (`SMTP_URL`: `smtp://` plain, `smtps://` TLS from the
+//! first byte), or, with no SMTP configured, as an `.eml` file in `<data>/mail-outbox/`
+//! so the embedded mode shows what it would send.
 
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use servicekit::{Secret, StartError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// An email ready to go.
@@ -39,8 +41,14 @@ pub enum Mailer {
 }
 
 impl Mailer {
-    /// SMTP from `smtp://[user:pass@]host[:port]`, else the folder.
-    pub fn new(smtp_url: Option<&Secret<String>>, folder: PathBuf) -> Result<Mailer, StartError> {
+    /// SMTP from `smtp://[user:pass@]host[:port]` (port 25) or
+    /// `smtps://[user:pass@]host[:port]` (port 465, TLS verified against the system's
+    /// roots plus `ca_file` if given), else the folder.
+    pub fn new(
+        smtp_url: Option<&Secret<String>>,
+        ca_file: Option<&Path>,
+        folder: PathBuf,
+    ) -> Result<Mailer, StartError> {
         let Some(url) = smtp_url else {
             std::fs::create_dir_all(&folder).map_err(|err| {
                 StartError::setting(
@@ -52,14 +60,12 @@ impl Mailer {
         };
         let bad = |why: &str| StartError::setting("SMTP_URL", why.to_owned());
         let url = url.expose();
-        let rest = if let Some(rest) = url.strip_prefix("smtp://") {
-            rest
-        } else if url.starts_with("smtps://") {
-            return Err(bad(
-                "smtps:// is not supported by this build (no TLS); use a local relay on smtp://",
-            ));
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("smtp://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("smtps://") {
+            (rest, true)
         } else {
-            return Err(bad("must start with smtp://"));
+            return Err(bad("must start with smtp:// or smtps://"));
         };
         let rest = rest.trim_end_matches('/');
         let (credentials, host_port) = match rest.rsplit_once('@') {
@@ -78,7 +84,7 @@ impl Mailer {
                 port.parse::<u16>()
                     .map_err(|_| bad("the port is not a number"))?,
             ),
-            None => (host_port, 25),
+            None => (host_port, if tls { 465 } else { 25 }),
         };
         if host.is_empty() {
             return Err(bad("no host"));
@@ -86,6 +92,26 @@ impl Mailer {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .timeout(Some(Duration::from_secs(15)));
+        if tls {
+            let mut params = TlsParameters::builder(host.to_owned());
+            if let Some(path) = ca_file {
+                let bad_ca = |why: String| StartError::setting("SMTP_CA_FILE", why);
+                let pem = std::fs::read(path)
+                    .map_err(|err| bad_ca(format!("cannot read {}: {err}", path.display())))?;
+                let cert = Certificate::from_pem(&pem)
+                    .map_err(|err| bad_ca(format!("not a PEM certificate: {err}")))?;
+                params = params.add_root_certificate(cert);
+            }
+            let params = params
+                .build_rustls()
+                .map_err(|err| bad(&format!("TLS: {err}")))?;
+            builder = builder.tls(Tls::Wrapper(params));
+        } else if ca_file.is_some() {
+            return Err(StartError::setting(
+                "SMTP_CA_FILE",
+                "only applies to smtps:// (SMTP_URL is smtp://)",
+            ));
+        }
         if let Some(credentials) = credentials {
             builder = builder.credentials(credentials);
         }

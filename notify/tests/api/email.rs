@@ -54,6 +54,101 @@ fn assert_valid_ics(ics: &str) {
 }
 
 #[tokio::test]
+async fn mail_goes_over_smtps_to_a_server_the_configured_ca_vouches_for_and_never_to_one_it_does_not()
+ {
+    let (smtp, ca) = SmtpSink::start_tls().await;
+    let tls_url = format!("smtps://localhost:{}", smtp.port);
+    // Without the private CA the server's certificate is not trusted: nothing is sent.
+    let untrusted = World::new(Stack::Embedded).await;
+    let mut config = untrusted.config();
+    config.smtp_url = Some(servicekit::Secret::new(tls_url.clone()));
+    untrusted.spawn_notify(config).await;
+    untrusted
+        .publish(
+            &untrusted.user_exchange(),
+            "user.registered",
+            serde_json::json!({"email": "eve@example.com", "display_name": "Eve"}),
+        )
+        .await;
+    for _ in 0..100 {
+        if crate::helpers::count(
+            &untrusted.db,
+            "SELECT COUNT(*) FROM mail_queue WHERE attempts > 0 AND last_error IS NOT NULL",
+        )
+        .await
+            > 0
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    use sqlx::Row;
+    let errors: Vec<String> = sqlx::query(
+        "SELECT last_error FROM mail_queue WHERE sent_at IS NULL AND last_error IS NOT NULL",
+    )
+    .fetch_all(untrusted.db.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get("last_error"))
+    .collect();
+    assert_eq!(errors.len(), 1, "the welcome failed and was not sent");
+    assert!(
+        errors[0].to_lowercase().contains("certificate"),
+        "{}",
+        errors[0]
+    );
+    untrusted.cleanup().await;
+    // With it, the welcome arrives over TLS.
+    let world = World::new(Stack::Embedded).await;
+    let mut config = world.config();
+    config.smtp_url = Some(servicekit::Secret::new(tls_url));
+    config.smtp_ca_file = Some(ca);
+    world.spawn_notify(config).await;
+    world
+        .publish(
+            &world.user_exchange(),
+            "user.registered",
+            serde_json::json!({"email": "ann@example.com", "display_name": "Ann"}),
+        )
+        .await;
+    let mails = wait_for_mails(&smtp.maildir, |m| !m.is_empty()).await;
+    assert_eq!(mails.len(), 1, "only the trusted notify delivered");
+    assert_eq!(mails[0].to, "ann@example.com");
+    world.cleanup().await;
+}
+
+#[test]
+fn smtp_settings_are_checked_at_start() {
+    let folder = std::env::temp_dir();
+    let url = |u: &str| Some(servicekit::Secret::new(u.to_owned()));
+    let err = |u: &str, ca: Option<&std::path::Path>| {
+        notify::mail::Mailer::new(url(u).as_ref(), ca, folder.clone())
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert!(err("smtps://relay.example", None).is_none());
+    assert!(err("smtp://relay.example:2525", None).is_none());
+    assert!(
+        err("http://relay.example", None)
+            .unwrap()
+            .contains("SMTP_URL")
+    );
+    let missing = std::path::Path::new("/nonexistent/ca.pem");
+    assert!(
+        err("smtps://relay.example", Some(missing))
+            .unwrap()
+            .contains("SMTP_CA_FILE")
+    );
+    // A CA file with plain smtp:// is a mistake worth saying.
+    assert!(
+        err("smtp://relay.example", Some(missing))
+            .unwrap()
+            .contains("SMTP_CA_FILE")
+    );
+}
+
+#[tokio::test]
 async fn an_invitation_arrives_over_smtp_with_an_ics_naming_the_start_in_the_meetings_time_zone() {
     let smtp = SmtpSink::start().await;
     let world = World::new(Stack::Embedded).await;

@@ -281,8 +281,89 @@ pub struct SmtpSink {
     child: std::process::Child,
 }
 
+/// A private CA and a certificate it signed for `localhost` and 127.0.0.1, made
+/// with the `openssl` command: `(ca.pem, server.pem, server.key)`.
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command is needed (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]);
+    ca.extend(["-subj", "/CN=MeetEase test CA"]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        Self::start_with(&[]).await
+    }
+
+    /// An SMTPS server (TLS from the first byte) with a certificate for localhost
+    /// signed by a private CA; returns the sink and the CA's PEM file.
+    pub async fn start_tls() -> (SmtpSink, PathBuf) {
+        let dir = temp_dir("tls");
+        let (ca, cert, key) = test_certificates(&dir);
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let sink = Self::start_with(&["--smtpscert", &cert, "--smtpskey", &key]).await;
+        (sink, ca)
+    }
+
+    async fn start_with(extra: &[&str]) -> SmtpSink {
         let probe = std::process::Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .output()
@@ -299,6 +380,7 @@ impl SmtpSink {
         let child = std::process::Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(maildir.join("box"))
             .stdout(std::process::Stdio::null())
