@@ -54,6 +54,9 @@ pub struct AvatarImage {
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The account was deleted (`user.deleted`): no profile comes back for it.
+    #[error("the account was deleted")]
+    Deleted,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -63,6 +66,10 @@ pub enum StoreError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
+            StoreError::Deleted => ApiError::new(
+                proto::ErrorCode::Unauthenticated,
+                "the account no longer exists",
+            ),
             StoreError::Corrupt(why) => ApiError::internal(why),
             StoreError::Db(err) => err.into(),
         }
@@ -137,7 +144,9 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO profiles (user_id, display_name, time_zone, locale, bio, preferences, avatar_version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, '', $5, NULL, $6, $6) ON CONFLICT (user_id) DO NOTHING",
+             SELECT $1, $2, $3, $4, '', $5, NULL, $6, $6 \
+             WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
+             ON CONFLICT (user_id) DO NOTHING",
         )
         .bind(user.to_string())
         .bind(display_name.as_str())
@@ -147,9 +156,9 @@ impl Store {
         .bind(now)
         .execute(self.pool())
         .await?;
-        self.profile(user)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("profile {user} vanished after insert")))
+        // Nothing inserted and nothing there: the account was deleted (or its
+        // profile went in the instant between; either way, it is gone).
+        self.profile(user).await?.ok_or(StoreError::Deleted)
     }
 
     /// Apply a change to an existing profile; returns the profile after it. When
@@ -278,7 +287,9 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO profiles (user_id, display_name, time_zone, locale, bio, preferences, avatar_version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, '', $5, NULL, $6, $6) ON CONFLICT (user_id) DO NOTHING",
+             SELECT $1, $2, $3, $4, '', $5, NULL, $6, $6 \
+             WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
+             ON CONFLICT (user_id) DO NOTHING",
         )
         .bind(user.to_string())
         .bind(display_name.as_str())
@@ -292,12 +303,20 @@ impl Store {
         Ok(true)
     }
 
-    /// `user.deleted`: remove the profile and its avatar images, once per event.
+    /// `user.deleted`: remove the profile and its avatar images and remember the
+    /// account as deleted (so nothing re-creates the profile), once per event.
     pub async fn apply_deleted(&self, event: EventId, user: UserId, now: i64) -> StoreResult<bool> {
         let mut tx = self.pool().begin().await?;
         if !servicekit::bus::claim_event(&mut tx, event, now).await? {
             return Ok(false);
         }
+        sqlx::query(
+            "INSERT INTO deleted_users (user_id, deleted_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM avatars WHERE user_id = $1")
             .bind(user.to_string())
             .execute(&mut *tx)

@@ -180,6 +180,17 @@ async fn deleting_the_account_in_auth_removes_profile_preferences_and_avatar_onc
     // Preferences live in the profile row; avatars in their own table.
     assert_eq!(rows("profiles").await, 0);
     assert_eq!(rows("avatars").await, 0);
+    // Her token is revoked in auth; presented here directly (not through the
+    // gateway) while it has not expired yet, it does not bring the profile back.
+    let me = app.me(&ada).await;
+    assert_eq!(me.status, StatusCode::UNAUTHORIZED, "{:?}", me.body);
+    assert_eq!(me.code(), "unauthenticated");
+    assert_eq!(
+        app.put_avatar(&ada, images::png(64, 64)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(rows("profiles").await, 0);
+    assert_eq!(rows("avatars").await, 0);
 
     // The same event delivered again changes nothing and is not applied twice.
     let event = app
