@@ -375,7 +375,8 @@ impl AppState {
         let keys = keys::SigningKeys::open(store.clone(), policy, now_ms())
             .await
             .map_err(|err| StartError::other(format!("signing keys: {err}")))?;
-        let hasher = domain::PasswordHasher::new(config.hash_concurrency, Duration::from_secs(5))
+        // A sign-in waits at most a second for a hashing slot, then is shed (503).
+        let hasher = domain::PasswordHasher::new(config.hash_concurrency, Duration::from_secs(1))
             .await
             .map_err(|err| StartError::other(format!("password hasher: {err}")))?;
         let throttles = Throttles::new(redis.as_ref(), &config.throttle_namespace);

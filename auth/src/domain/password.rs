@@ -133,9 +133,10 @@ pub enum HashError {
 /// Argon2id with the crate's defaults (the OWASP minimum: 19 MiB, t=2, p=1).
 ///
 /// Hashing takes tens of milliseconds of CPU, so it runs on the blocking pool and at
-/// most `concurrency` hashes run at once; others queue (at most `32 × concurrency` of
-/// them, for at most `queue_timeout`) and are otherwise refused at once (503 +
-/// `Retry-After`) instead of piling up. A sign-in for an
+/// most `concurrency` hashes run at once; others queue (at most `16 × concurrency` of
+/// them, about half a second of work, for at most `queue_timeout`) and are otherwise
+/// refused at once (503 `overloaded` + `Retry-After`) instead of piling up: at twice
+/// the capacity, latency stays bounded (`docs/benchmarks/auth.md`). A sign-in for an
 /// unknown account verifies against a dummy hash so it costs the same time as one
 /// with a wrong password.
 #[derive(Clone)]
@@ -165,8 +166,8 @@ impl PasswordHasher {
             permits: Arc::new(Semaphore::new(concurrency)),
             queue_timeout,
             waiting: Arc::default(),
-            // About a second of work queued at ~30 ms per hash per core.
-            max_waiting: concurrency * 32,
+            // About half a second of work queued at ~30 ms per hash per core.
+            max_waiting: concurrency * 16,
             dummy_hash: Arc::from(""),
         };
         let dummy = super::OpaqueToken::generate()
@@ -312,8 +313,8 @@ mod tests {
                 );
             }
         }
-        // One hashing, 32 queued: the other 27 are shed.
-        assert!(refused >= 27, "{refused}");
+        // One hashing, 16 queued: the other 43 are shed.
+        assert!(refused >= 43, "{refused}");
         assert_eq!(hasher.waiting.load(Ordering::Relaxed), 0);
     }
 }
