@@ -139,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             amqp_url: None,
             data_dir: std::env::temp_dir(),
         });
-        config.throttle_namespace = format!("auth:throttle:{schema}");
+        config.throttle_namespace = Some(format!("auth:throttle:{schema}"));
         let hash_concurrency = config.hash_concurrency;
         let router = auth::build_with(
             config,

@@ -51,9 +51,13 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` names the real client (the gateway).
     pub trusted_proxies: Vec<IpNet>,
     pub oauth: OauthSettings,
-    /// Prefix of the throttles' Redis keys ([`throttle::DEFAULT_REDIS_NAMESPACE`]);
-    /// replicas that must share counts use the same one.
-    pub throttle_namespace: String,
+    /// Where the throttles count. `Some(prefix)`: in Redis under that key prefix
+    /// when Redis is connected, shared by every replica using the same prefix (the
+    /// binary and the launcher: `AUTH_THROTTLE_NAMESPACE`, default
+    /// [`throttle::DEFAULT_REDIS_NAMESPACE`]). `None` (what [`Config::new`] gives):
+    /// in process memory, so services embedded in tests never share counts by
+    /// accident through a common Redis.
+    pub throttle_namespace: Option<String>,
 }
 
 /// Sign-in with OpenID providers.
@@ -126,7 +130,7 @@ impl Config {
                 IpNet::host(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
             ],
             oauth: OauthSettings::default(),
-            throttle_namespace: throttle::DEFAULT_REDIS_NAMESPACE.to_owned(),
+            throttle_namespace: None,
         }
     }
 
@@ -165,6 +169,7 @@ impl Config {
             .oauth_return_url
             .unwrap_or_else(|| format!("{public_url}/"));
         config.oauth.public_url = public_url;
+        config.throttle_namespace = Some(args.throttle_namespace);
         if let Some(json) = args
             .oidc_providers
             .filter(|j| !j.expose().trim().is_empty())
@@ -224,6 +229,14 @@ pub struct AuthArgs {
         hide_env_values = true
     )]
     pub oidc_providers: Option<servicekit::Secret<String>>,
+    /// Prefix of the brute-force throttles' Redis keys (with REDIS_URL): replicas
+    /// with the same prefix share their counts.
+    #[arg(
+        long = "auth-throttle-namespace",
+        env = "AUTH_THROTTLE_NAMESPACE",
+        default_value = throttle::DEFAULT_REDIS_NAMESPACE
+    )]
+    pub throttle_namespace: String,
 }
 
 /// Connect the service's backends and build its router.
@@ -379,7 +392,10 @@ impl AppState {
         let hasher = domain::PasswordHasher::new(config.hash_concurrency, Duration::from_secs(1))
             .await
             .map_err(|err| StartError::other(format!("password hasher: {err}")))?;
-        let throttles = Throttles::new(redis.as_ref(), &config.throttle_namespace);
+        let throttles = Throttles::new(
+            config.throttle_namespace.as_deref().and(redis.as_ref()),
+            config.throttle_namespace.as_deref().unwrap_or_default(),
+        );
         let revocations =
             revocation::Revocations::new(store.clone(), redis, config.tokens.access_ttl);
         let verifier = TokenVerifier::new(
@@ -439,4 +455,52 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        auth: AuthArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<Config, StartError> {
+        let cli = Cli::try_parse_from(std::iter::once("auth").chain(args.iter().copied()))
+            .expect("the flags parse");
+        Config::from_args(BackendConfig::embedded(std::env::temp_dir()), cli.auth)
+    }
+
+    #[test]
+    fn the_binary_shares_throttles_through_redis_and_embedders_do_not() {
+        assert_eq!(
+            config(&[]).unwrap().throttle_namespace.as_deref(),
+            Some(throttle::DEFAULT_REDIS_NAMESPACE)
+        );
+        assert_eq!(
+            Config::new(BackendConfig::embedded(std::env::temp_dir())).throttle_namespace,
+            None
+        );
+    }
+
+    #[test]
+    fn openid_settings_come_from_flags_and_bad_ones_name_the_setting() {
+        let config = config(&[
+            "--auth-public-url",
+            "https://meet.example.com/",
+            "--auth-oidc-providers",
+            r#"[{"name":"google","issuer":"https://accounts.google.com","client_id":"id","client_secret":"s"}]"#,
+        ])
+        .unwrap();
+        assert_eq!(config.oauth.public_url, "https://meet.example.com");
+        assert_eq!(config.oauth.return_url, "https://meet.example.com/");
+        assert_eq!(config.oauth.providers[0].name, "google");
+        let err = self::config(&["--auth-oidc-providers", "not json"]).unwrap_err();
+        assert_eq!(err.setting.as_deref(), Some("AUTH_OIDC_PROVIDERS"));
+        let err = self::config(&["--auth-public-url", "meet.example.com"]).unwrap_err();
+        assert_eq!(err.setting.as_deref(), Some("AUTH_PUBLIC_URL"));
+    }
 }

@@ -165,7 +165,7 @@ pub async fn spawn_app_on_listener(
     };
     let mut config = Config::new(backends);
     config.hash_concurrency = 2;
-    config.throttle_namespace = storage.throttle_namespace.clone();
+    config.throttle_namespace = Some(storage.throttle_namespace.clone());
     tweak(&mut config);
     let db = Db::connect_in_schema(&storage.database, "auth", &storage.schema)
         .await
