@@ -15,6 +15,7 @@ mod impair;
 mod janus;
 mod node;
 mod peer;
+mod platform;
 mod report;
 mod stats;
 
@@ -24,6 +25,7 @@ use impair::{Impairment, ImpairmentConfig};
 use janus::{JanusClient, JanusProcess};
 use node::{ControlClient, ProcWatch, SfuProcess};
 use peer::{Control, LiveCounters, Participant, Publish};
+use platform::PlatformProcess;
 use proto::ids::ParticipantId;
 use proto::media::RoomId;
 use proto::sfu::{CreateSession, SfuEvent};
@@ -118,6 +120,22 @@ struct Cli {
     /// Debian's `janus`), or both, one after the other, side by side in one report.
     #[arg(long, value_enum, default_value_t = Target::Meetease)]
     server: Target,
+    /// How MeetEase participants join: through the whole platform (the
+    /// `meetease` launcher: a meeting created over REST, guests joining with a
+    /// room token over the signaling WebSocket, as the web client does), or
+    /// straight through a lone SFU process's control API (its CPU is then the
+    /// SFU's alone).
+    #[arg(long, value_enum, default_value_t = JoinPath::Signaling)]
+    join: JoinPath,
+    /// The `meetease` launcher to start with `--join signaling` (default: next to this binary).
+    #[arg(long)]
+    platform_bin: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum JoinPath {
+    Signaling,
+    Control,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,16 +172,24 @@ impl Target {
 }
 
 fn sfu_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
-    if let Some(path) = &cli.sfu_bin {
+    sibling_binary(cli.sfu_bin.as_ref(), "meetease-sfu", "sfu")
+}
+
+fn platform_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
+    sibling_binary(cli.platform_bin.as_ref(), "meetease", "meetease")
+}
+
+fn sibling_binary(given: Option<&PathBuf>, name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
         return Ok(path.clone());
     }
     let me = std::env::current_exe()?;
-    let candidate = me.with_file_name("meetease-sfu");
+    let candidate = me.with_file_name(name);
     if candidate.is_file() {
         return Ok(candidate);
     }
     bail!(
-        "no meetease-sfu next to {} (build it with `cargo build -p sfu`, or pass --sfu-bin)",
+        "no {name} next to {} (build it with `cargo build -p {package}`, or pass its path)",
         me.display()
     )
 }
@@ -264,6 +290,9 @@ async fn run_once(cli: &Cli, scenario: &Scenario, server: Server) -> anyhow::Res
         scenario.rooms * (scenario.publishers + scenario.subscribers),
     );
     let joined = match server {
+        Server::Meetease if cli.join == JoinPath::Signaling => {
+            join_platform(cli, scenario, epoch, &live, &stop, &progress).await
+        }
         Server::Meetease => join_meetease(cli, scenario, epoch, &live, &stop, &progress).await,
         Server::Janus => join_janus(cli, scenario, epoch, &live, &stop, &progress).await,
     };
@@ -422,6 +451,104 @@ async fn join_meetease(
         controls,
         counter: Forwarded::Metric(control),
         server: Box::new(sfu),
+    })
+}
+
+/// MeetEase as users meet it: the launcher, meetings over REST, guests joining
+/// over the signaling WebSocket (see `platform.rs`).
+async fn join_platform(
+    cli: &Cli,
+    scenario: &Scenario,
+    epoch: Instant,
+    live: &Arc<LiveCounters>,
+    stop: &CancellationToken,
+    progress: &Option<indicatif::ProgressBar>,
+) -> anyhow::Result<Joined> {
+    let platform = PlatformProcess::spawn(&platform_binary(cli)?)?;
+    let watch = ProcWatch::new(platform.pid());
+    let rss_before = watch.rss_bytes();
+    let http = reqwest::Client::new();
+    let size = scenario.publishers + scenario.subscribers;
+    let codes = platform::create_meetings(&http, platform.gateway, scenario.rooms, size).await?;
+    let wire_ids = Arc::new(AtomicU64::new(1));
+    // Participants' answers to renegotiations → their own WebSocket.
+    let (answer_tx, mut answer_rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let sockets: Arc<Mutex<HashMap<usize, mpsc::UnboundedSender<String>>>> = Arc::default();
+    {
+        let sockets = sockets.clone();
+        tokio::spawn(async move {
+            while let Some((index, sdp)) = answer_rx.recv().await {
+                let socket = sockets.lock().ok().and_then(|s| s.get(&index).cloned());
+                if let Some(socket) = socket {
+                    let _ = socket.send(sdp);
+                }
+            }
+        });
+    }
+    let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
+    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+    let mut tasks = Vec::new();
+    let mut controls = Vec::new();
+    let mut index = 0;
+    for code in &codes {
+        for seat in 0..size {
+            let publish = publish_of(scenario, seat);
+            let mut participant = Participant::new(
+                index,
+                loopback,
+                publish,
+                epoch,
+                impairment_of(scenario, index),
+                live.clone(),
+                cli.lean_receivers,
+            )
+            .await?;
+            let (offer, tracks) = participant.publisher_offer(true);
+            let token =
+                platform::guest_join(&http, platform.signaling, code, &format!("Load {index}"))
+                    .await?;
+            // Join time: from opening the signaling socket to the first media packet.
+            participant.mark_joining();
+            let mut signal = platform::Signal::connect(platform.signaling).await?;
+            let joined = signal.join(token, offer, tracks).await?;
+            participant.accept_publisher_answer(&joined.publisher_answer)?;
+            let answer = participant.answer_subscriber_offer(&joined.subscriber_offer)?;
+            if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {
+                bail!("the SFU offered a non-loopback media address {bad}; refusing to send there");
+            }
+            signal.send_subscriber_answer(answer).await?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (socket_tx, socket_rx) = mpsc::unbounded_channel();
+            sockets
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(index, socket_tx);
+            tokio::spawn(signal.run(tx.clone(), socket_rx, stop.clone()));
+            controls.push(tx);
+            tasks.push(tokio::spawn(participant.run(
+                rx,
+                answer_tx.clone(),
+                wire_ids.clone(),
+                stop.clone(),
+            )));
+            index += 1;
+            if let Some(bar) = progress {
+                bar.inc(1);
+            }
+            tokio::time::sleep(join_gap).await;
+            if publish.audio && seat + 1 == scenario.publishers {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    let control = ControlClient::new(format!("http://{}", platform.sfu), String::new());
+    Ok(Joined {
+        watch,
+        rss_before,
+        tasks,
+        controls,
+        counter: Forwarded::Metric(control),
+        server: Box::new(platform),
     })
 }
 

@@ -1,5 +1,7 @@
 //! The harness cannot rot: a few seconds with a handful of participants
-//! against a real SFU process, with and without injected loss.
+//! against the real platform (joining through signaling) and a lone SFU process
+//! (joining through its control API), with and without injected loss, and
+//! against the Janus baseline.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -53,6 +55,8 @@ fn a_small_simulcast_room_forwards_media_and_reports_it() {
     );
     let r = &result[0];
     assert_eq!(r["participants"], 5);
+    // Everyone joined through signaling and got media: a join time each.
+    assert_eq!(r["join_time"]["samples"], 5, "{r}");
     assert!(r["forwarded_packets"].as_f64().unwrap() > 500.0, "{r}");
     assert!(r["received_packets"].as_u64().unwrap() > 500, "{r}");
     assert!(
@@ -76,6 +80,8 @@ fn injected_loss_is_repaired_by_nack_and_retransmission() {
     let out = out_dir("loss");
     let result = run(
         &[
+            "--join",
+            "control",
             "--publishers",
             "1",
             "--subscribers",
@@ -110,6 +116,8 @@ fn a_missed_target_exits_non_zero() {
     let out = out_dir("target");
     let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args([
+            "--join",
+            "control",
             "--publishers",
             "1",
             "--subscribers",
