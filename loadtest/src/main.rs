@@ -11,6 +11,7 @@
 //! cargo run --release -p loadtest -- --rooms 1 --publishers 1 --subscribers 50 --video --simulcast --duration 20
 //! ```
 
+mod chart;
 mod impair;
 mod janus;
 mod node;

@@ -1,5 +1,6 @@
-//! Turning measurements into `result.json`, `report.md` and an SVG chart.
+//! Turning measurements into `result.json`, `report.md` and PNG charts.
 
+use crate::chart;
 use crate::stats::{ParticipantReport, Percentiles, latency_histogram};
 use serde::Serialize;
 use std::path::Path;
@@ -60,6 +61,35 @@ pub struct SubscriberSummary {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct LatencyBucket {
+    pub upper_ms: f64,
+    pub packets: u64,
+}
+
+/// Bucket bounds for the latency histogram, milliseconds (the last is open).
+const LATENCY_BOUNDS_MS: [f64; 12] = [
+    0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0,
+];
+
+fn latency_buckets(latency: &hdrhistogram::Histogram<u64>) -> Vec<LatencyBucket> {
+    let mut low = 0u64;
+    let mut buckets = Vec::new();
+    for upper_ms in LATENCY_BOUNDS_MS {
+        let high = (upper_ms * 1000.0) as u64;
+        buckets.push(LatencyBucket {
+            upper_ms,
+            packets: latency.count_between(low, high.saturating_sub(1)),
+        });
+        low = high;
+    }
+    buckets.push(LatencyBucket {
+        upper_ms: f64::INFINITY,
+        packets: latency.count_between(low, latency.max().max(low)),
+    });
+    buckets
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     /// The server under test: `MeetEase` or `Janus`.
     pub server: String,
@@ -80,6 +110,8 @@ pub struct RunResult {
     pub freezes: u32,
     /// End to end on loopback, publisher send → subscriber receive, through the SFU.
     pub latency: Percentiles,
+    /// End-to-end latency histogram: packets per bucket, buckets bounded above by `upper_ms`.
+    pub latency_histogram: Vec<LatencyBucket>,
     pub join_time: Percentiles,
     pub sfu_rss_mib: f64,
     pub memory_per_participant_kib: f64,
@@ -166,6 +198,7 @@ pub fn summarise(
         },
         freezes,
         latency: Percentiles::of(&latency, true),
+        latency_histogram: latency_buckets(&latency),
         join_time: Percentiles::of(&joins, true),
         sfu_rss_mib: measured.rss_end as f64 / 1048576.0,
         memory_per_participant_kib: measured.rss_joined.saturating_sub(measured.rss_before) as f64
@@ -246,49 +279,62 @@ pub fn write(dir: &Path, results: &[RunResult], missed: &[String]) -> anyhow::Re
             md.push_str(&format!("- {m}\n"));
         }
     }
-    if let Some(last) = results.last() {
-        md.push_str("\n![throughput and SFU CPU over time](throughput.svg)\n");
-        std::fs::write(dir.join("throughput.svg"), timeline_svg(&last.timeline))?;
+    // Charts for the last run of each server (the heaviest step of a ramp).
+    let mut servers: Vec<&str> = results.iter().map(|r| r.server.as_str()).collect();
+    servers.dedup();
+    for server in servers {
+        let Some(last) = results.iter().rev().find(|r| r.server == server) else {
+            continue;
+        };
+        md.push_str(&charts(dir, last)?);
     }
     std::fs::write(dir.join("report.md"), md)?;
     Ok(())
 }
 
-/// A small dependency-free SVG line chart: forwarded pkt/s and SFU CPU % per second.
-fn timeline_svg(samples: &[Sample]) -> String {
-    let (w, h, pad) = (640.0, 240.0, 40.0);
-    let max_pps = samples.iter().map(|s| s.forwarded_pps).fold(1.0, f64::max);
-    let max_t = samples.last().map_or(1.0, |s| s.t_s.max(1.0));
-    let x = |t: f64| pad + (t / max_t) * (w - 2.0 * pad);
-    let line = |value: &dyn Fn(&Sample) -> f64, max: f64| -> String {
-        samples
-            .iter()
-            .map(|s| {
-                format!(
-                    "{:.1},{:.1}",
-                    x(s.t_s),
-                    h - pad - (value(s) / max) * (h - 2.0 * pad)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="#888"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="#888"/>
-<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{pps}"/>
-<polyline fill="none" stroke="#d1242f" stroke-width="2" points="{cpu}"/>
-<text x="{pad}" y="20" fill="#1f6feb">forwarded pkt/s (max {max_pps:.0})</text>
-<text x="{half}" y="20" fill="#d1242f">SFU CPU % (0–100 scale)</text>
-<text x="{r}" y="{label}" text-anchor="end">{max_t:.0} s</text>
-</svg>
-"##,
-        b = h - pad,
-        r = w - pad,
-        half = w / 2.0,
-        label = h - 10.0,
-        pps = line(&|s: &Sample| s.forwarded_pps, max_pps),
-        cpu = line(&|s: &Sample| s.sfu_cpu_percent.min(100.0), 100.0),
-    )
+/// Write the three PNG charts of one run; returns the Markdown that shows them.
+fn charts(dir: &Path, r: &RunResult) -> anyhow::Result<String> {
+    let prefix = r.server.to_ascii_lowercase();
+    let (throughput, latency, loss) = (
+        format!("{prefix}-throughput.png"),
+        format!("{prefix}-latency.png"),
+        format!("{prefix}-loss.png"),
+    );
+    let pps: Vec<(f64, f64)> = r
+        .timeline
+        .iter()
+        .map(|s| (s.t_s, s.forwarded_pps))
+        .collect();
+    let cpu: Vec<(f64, f64)> = r
+        .timeline
+        .iter()
+        .map(|s| (s.t_s, s.sfu_cpu_percent))
+        .collect();
+    let max_pps = pps.iter().map(|p| p.1).fold(1.0, f64::max);
+    let max_cpu = cpu.iter().map(|p| p.1).fold(100.0, f64::max);
+    chart::lines(
+        &dir.join(&throughput),
+        &[(chart::BLUE, pps, max_pps), (chart::RED, cpu, max_cpu)],
+        "s",
+    )?;
+    let counts: Vec<f64> = r
+        .latency_histogram
+        .iter()
+        .map(|b| b.packets as f64)
+        .collect();
+    chart::bars(&dir.join(&latency), &counts, chart::GREEN, ("0.1", "500"))?;
+    let losses: Vec<f64> = r.subscribers.iter().map(|s| s.loss_percent).collect();
+    let last = r.subscribers.len().saturating_sub(1).to_string();
+    chart::bars(&dir.join(&loss), &losses, chart::RED, ("0", &last))?;
+    let name = &r.server;
+    Ok(format!(
+        "\n### {name}: {scenario}, {subs} subscribers per room\n\n\
+         Forwarded packets per second (blue, axis max on the left, top) and server CPU as % of one core \
+         (red, second number) over the measured window:\n\n![{name} throughput and CPU]({throughput})\n\n\
+         End-to-end latency histogram: packets per bucket, buckets ≤0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, \
+         200, 500 ms and above:\n\n![{name} latency histogram]({latency})\n\n\
+         Video loss after repair per receiver, percent, in join order:\n\n![{name} loss per subscriber]({loss})\n",
+        scenario = r.scenario.name,
+        subs = r.scenario.subscribers,
+    ))
 }
