@@ -60,6 +60,10 @@ struct Cli {
     /// Video is sent as three simulcast layers (q, h, f).
     #[arg(long)]
     simulcast: bool,
+    /// The first publisher of each room also shares a screen (a second video
+    /// track: 5 frames a second, about 1 Mbit/s).
+    #[arg(long)]
+    screen_share: bool,
     /// Top-layer video bitrate, kbit/s.
     #[arg(long, default_value_t = 1200)]
     video_kbps: u64,
@@ -203,6 +207,7 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
         subscribers,
         video: cli.video,
         simulcast: cli.simulcast,
+        screen_share: cli.screen_share,
         video_kbps: cli.video_kbps,
         duration_s: cli.duration.min(MAX_DURATION.as_secs()),
         loss_percent: cli.loss,
@@ -278,6 +283,7 @@ fn publish_of(scenario: &Scenario, seat: usize) -> Publish {
         video: publishing && scenario.video,
         simulcast: scenario.simulcast,
         video_bps: scenario.video_kbps * 1000,
+        screen: publishing && seat == 0 && scenario.screen_share,
     }
 }
 

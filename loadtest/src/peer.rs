@@ -6,7 +6,7 @@
 //! subscriber, like the web client) and their two UDP sockets on 127.0.0.1.
 
 use crate::impair::Impairment;
-use crate::stats::{ParticipantReport, TrackRx};
+use crate::stats::{Feedback, ParticipantReport, TrackRx};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,12 +55,15 @@ pub struct Publish {
     pub simulcast: bool,
     /// Video bitrate of the top layer, bits per second.
     pub video_bps: u64,
+    /// A screen share as well: a second video track, 5 frames a second.
+    pub screen: bool,
 }
 
 /// One simulcast layer the synthetic encoder produces.
 #[derive(Debug, Clone, Copy)]
 struct LayerSpec {
     rid: Option<&'static str>,
+    fps: f64,
     /// Packets per second and bytes per packet for this layer.
     pps: f64,
     size: usize,
@@ -72,6 +75,7 @@ fn video_layers(publish: Publish) -> Vec<LayerSpec> {
     let top = publish.video_bps as f64;
     let layer = |rid, bps: f64, size: usize| LayerSpec {
         rid,
+        fps: 30.0,
         pps: (bps / 8.0 / size as f64).max(30.0),
         size,
     };
@@ -84,6 +88,17 @@ fn video_layers(publish: Publish) -> Vec<LayerSpec> {
     } else {
         vec![layer(None, top, 1150)]
     }
+}
+
+/// A screen share: few frames, each many full packets (text needs detail,
+/// not motion), about 1 Mbit/s.
+fn screen_layers() -> Vec<LayerSpec> {
+    vec![LayerSpec {
+        rid: None,
+        fps: 5.0,
+        pps: 1_000_000.0 / 8.0 / 1150.0,
+        size: 1150,
+    }]
 }
 
 struct OutTrack {
@@ -148,6 +163,12 @@ pub struct Participant {
     lean: bool,
     /// Extended-sequence state per incoming SSRC in lean mode.
     lean_seq: HashMap<u32, (u16, u64)>,
+    /// The subscriber's latest ingress stats per (mid, rid): NACKs, PLIs, jitter in ms.
+    ingress: HashMap<(Mid, Option<Rid>), (u64, u64, f64)>,
+    /// NACK and PLI counts at the end of the warm-up, subtracted at the end.
+    ingress_base: HashMap<(Mid, Option<Rid>), (u64, u64)>,
+    /// The screen-share track's mid, when publishing one.
+    screen_mid: Option<Mid>,
     /// When the publisher and the subscriber `Rtc` next want a timeout, as
     /// their last drain said.
     next_timeout: [Instant; 2],
@@ -168,13 +189,14 @@ impl Participant {
         let pub_addr = pub_socket.local_addr()?;
         let sub_addr = sub_socket.local_addr()?;
         let now = Instant::now();
-        let build = |addr| {
+        let build = |addr, stats: Option<Duration>| {
             let mut rtc = Rtc::builder()
                 .set_rtp_mode(true)
                 .clear_codecs()
                 .enable_opus(true, false)
                 .enable_vp8(true)
                 .set_send_buffer_video(2000)
+                .set_stats_interval(stats)
                 .build(now);
             if let Ok(candidate) = Candidate::host(addr, "udp") {
                 rtc.add_local_candidate(candidate);
@@ -183,8 +205,9 @@ impl Participant {
         };
         Ok(Participant {
             index,
-            publisher: build(pub_addr),
-            subscriber: build(sub_addr),
+            publisher: build(pub_addr, None),
+            // Receivers report what they asked of the server (NACK, PLI) and jitter.
+            subscriber: build(sub_addr, Some(Duration::from_secs(1))),
             pub_socket,
             sub_socket,
             pub_addr,
@@ -202,7 +225,10 @@ impl Participant {
             sfu_addrs: Vec::new(),
             lean,
             lean_seq: HashMap::new(),
+            ingress: HashMap::new(),
+            ingress_base: HashMap::new(),
             next_timeout: [now; 2],
+            screen_mid: None,
         })
     }
 
@@ -242,6 +268,15 @@ impl Participant {
             tracks.push(proto::sfu::TrackDeclaration {
                 mid: mid.to_string(),
                 source: TrackSource::Camera,
+            });
+        }
+        if self.publish.screen {
+            let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            self.screen_mid = Some(mid);
+            self.mids.push((mid, MediaKind::Video));
+            tracks.push(proto::sfu::TrackDeclaration {
+                mid: mid.to_string(),
+                source: TrackSource::ScreenShare,
             });
         }
         if data_channel || self.mids.is_empty() {
@@ -290,17 +325,19 @@ impl Participant {
                     Codec::Opus,
                     vec![LayerSpec {
                         rid: None,
+                        fps: 50.0,
                         pps: 50.0,
                         size: 100,
                     }],
                 ),
+                MediaKind::Video if Some(mid) == self.screen_mid => (Codec::Vp8, screen_layers()),
                 MediaKind::Video => (Codec::Vp8, video_layers(self.publish)),
             };
             let Some(pt) = pt_of(&self.publisher, codec) else {
                 continue;
             };
             for layer in layers {
-                let packets_per_frame = ((layer.pps / 30.0).round() as u32).max(1);
+                let packets_per_frame = ((layer.pps / layer.fps).round() as u32).max(1);
                 self.out.push(OutTrack {
                     mid,
                     rid: layer.rid.map(Rid::from),
@@ -351,7 +388,14 @@ impl Participant {
                             let _ = answers.send((self.index, answer));
                         }
                     }
-                    Some(Control::ResetStats) => self.rx.clear(),
+                    Some(Control::ResetStats) => {
+                        self.rx.clear();
+                        self.ingress_base = self
+                            .ingress
+                            .iter()
+                            .map(|(k, (n, p, _))| (*k, (*n, *p)))
+                            .collect();
+                    }
                     None => break,
                 },
                 received = self.pub_socket.recv_from(&mut pub_buf) => {
@@ -476,6 +520,16 @@ impl Participant {
                     let _ = socket.try_send_to(&t.contents, t.destination);
                 }
                 Output::Event(Event::RtpPacket(packet)) if !publisher => self.record(packet, now),
+                Output::Event(Event::MediaIngressStats(stats)) if !publisher => {
+                    let clock = match self.subscriber.media(stats.mid).map(|m| m.kind()) {
+                        Some(MediaKind::Audio) => 48.0,
+                        _ => 90.0,
+                    };
+                    self.ingress.insert(
+                        (stats.mid, stats.rid),
+                        (stats.nacks, stats.plis, f64::from(stats.jitter) / clock),
+                    );
+                }
                 Output::Event(Event::KeyframeRequest(request)) if publisher => {
                     for t in &mut self.out {
                         if t.mid == request.mid && (request.rid.is_none() || t.rid == request.rid) {
@@ -633,7 +687,18 @@ impl Participant {
     }
 
     fn report(self) -> ParticipantReport {
+        let feedback = (!self.lean && !self.ingress.is_empty()).then(|| {
+            let mut f = Feedback::default();
+            for (key, (nacks, plis, jitter)) in &self.ingress {
+                let (n0, p0) = self.ingress_base.get(key).copied().unwrap_or_default();
+                f.nacks += nacks.saturating_sub(n0);
+                f.plis += plis.saturating_sub(p0);
+                f.jitter_ms = f.jitter_ms.max(*jitter);
+            }
+            f
+        });
         ParticipantReport {
+            feedback,
             index: self.index,
             join_time: self
                 .first_media_at

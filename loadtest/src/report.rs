@@ -14,6 +14,7 @@ pub struct Scenario {
     pub subscribers: usize,
     pub video: bool,
     pub simulcast: bool,
+    pub screen_share: bool,
     pub video_kbps: u64,
     pub duration_s: u64,
     pub loss_percent: f64,
@@ -58,6 +59,8 @@ pub struct SubscriberSummary {
     pub video_kbps: f64,
     /// Simulcast layers received (by RID letter).
     pub layers: String,
+    /// NACKs and PLIs this receiver sent and its largest jitter (full receivers only).
+    pub feedback: Option<crate::stats::Feedback>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +119,11 @@ pub struct RunResult {
     pub sfu_rss_mib: f64,
     pub memory_per_participant_kib: f64,
     pub keyframe_requests: Option<f64>,
+    /// NACKs and PLIs all receivers sent in the window, and the largest jitter
+    /// any of them saw (full receivers only).
+    pub nacks_sent: Option<u64>,
+    pub plis_sent: Option<u64>,
+    pub jitter_ms_max: Option<f64>,
     pub subscribers: Vec<SubscriberSummary>,
     pub timeline: Vec<Sample>,
 }
@@ -167,6 +175,7 @@ pub fn summarise(
             freezes: f,
             video_kbps: kbps,
             layers,
+            feedback: p.feedback,
         });
     }
     let window_s = measured.window.as_secs_f64();
@@ -205,9 +214,25 @@ pub fn summarise(
             / 1024.0
             / count as f64,
         keyframe_requests: measured.keyframe_requests,
+        nacks_sent: feedback_total(&subscribers, |f| f.nacks),
+        plis_sent: feedback_total(&subscribers, |f| f.plis),
+        jitter_ms_max: subscribers
+            .iter()
+            .filter_map(|s| s.feedback.map(|f| f.jitter_ms))
+            .reduce(f64::max),
         subscribers,
         timeline: measured.timeline,
     }
+}
+
+fn feedback_total(
+    subscribers: &[SubscriberSummary],
+    count: impl Fn(&crate::stats::Feedback) -> u64,
+) -> Option<u64> {
+    subscribers
+        .iter()
+        .filter_map(|s| s.feedback.as_ref().map(&count))
+        .reduce(|a, b| a + b)
 }
 
 pub fn one_line(r: &RunResult) -> String {
@@ -246,11 +271,11 @@ pub fn write(dir: &Path, results: &[RunResult], missed: &[String]) -> anyhow::Re
         serde_json::to_string_pretty(results)?,
     )?;
     let mut md = String::from("# MeetEase load test\n\n");
-    md.push_str("| server | scenario | participants | forwarded pkt/s | SFU CPU-s | pkt per SFU CPU-s | video / audio loss | latency p50 / p99 | join p50 / p99 | freezes | KiB per participant |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| server | scenario | participants | forwarded pkt/s | SFU CPU-s | pkt per SFU CPU-s | video / audio loss | latency p50 / p99 | join p50 / p99 | freezes | NACK / PLI sent | max jitter | KiB per participant |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in results {
         md.push_str(&format!(
-            "| {} | {} ({} × {}+{}{}) | {} | {:.0} | {:.2} | {:.0} | {:.3}% / {:.3}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {} | {:.0} |\n",
+            "| {} | {} ({} × {}+{}{}) | {} | {:.0} | {:.2} | {:.0} | {:.3}% / {:.3}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {} | {} / {} | {} | {:.0} |\n",
             r.server,
             r.scenario.name,
             r.scenario.rooms,
@@ -268,6 +293,10 @@ pub fn write(dir: &Path, results: &[RunResult], missed: &[String]) -> anyhow::Re
             r.join_time.p50_ms,
             r.join_time.p99_ms,
             r.freezes,
+            r.nacks_sent.map_or("—".to_owned(), |n| n.to_string()),
+            r.plis_sent.map_or("—".to_owned(), |n| n.to_string()),
+            r.jitter_ms_max
+                .map_or("—".to_owned(), |j| format!("{j:.1} ms")),
             r.memory_per_participant_kib,
         ));
     }

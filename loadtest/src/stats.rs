@@ -88,6 +88,17 @@ pub struct ParticipantReport {
     /// Join (offer sent) to first media packet received.
     pub join_time: Option<Duration>,
     pub tracks: Vec<TrackReport>,
+    /// What this receiver's WebRTC stack asked of the server (str0m's ingress
+    /// stats): NACKs and PLIs sent, and the largest interarrival jitter, ms.
+    /// `None` for lean receivers, which do not run the stack on media.
+    pub feedback: Option<Feedback>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Feedback {
+    pub nacks: u64,
+    pub plis: u64,
+    pub jitter_ms: f64,
 }
 
 /// Percentiles of a histogram, in milliseconds.
