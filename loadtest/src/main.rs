@@ -845,13 +845,30 @@ fn targets_met(cli: &Cli, result: &RunResult) -> Vec<String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // Ctrl-C or SIGTERM drops the run, and with it every process and namespace
+    // it started (each is ended in its `Drop`).
+    let outcome = tokio::select! {
+        outcome = run(cli) => outcome,
+        _ = interrupted() => Err(anyhow::anyhow!("interrupted; everything started was stopped")),
+    };
+    match outcome {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),
         Err(err) => {
             eprintln!("loadtest: error: {err:#}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
