@@ -176,6 +176,12 @@ impl PasswordHasher {
         Ok(hasher)
     }
 
+    /// Whether the queue is full, so a hash asked for now would be refused: lets a
+    /// handler shed a request before it spends database and Redis work on it.
+    pub fn saturated(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= self.max_waiting
+    }
+
     /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of a new password.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         self.hash_raw(password.expose().to_owned()).await
@@ -315,6 +321,7 @@ mod tests {
         }
         // One hashing, 16 queued: the other 43 are shed.
         assert!(refused >= 43, "{refused}");
+        assert!(!hasher.saturated());
         assert_eq!(hasher.waiting.load(Ordering::Relaxed), 0);
     }
 }

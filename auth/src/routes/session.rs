@@ -163,6 +163,10 @@ pub async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<AuthResponse>, ApiError> {
     let started = Instant::now();
+    // At capacity, shed before any database or Redis work is spent on this one.
+    if state.hasher.saturated() {
+        return Err(hash_error(crate::domain::HashError::Busy));
+    }
     let ip_key = ip.key();
     state
         .throttles
