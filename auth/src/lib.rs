@@ -83,8 +83,9 @@ impl Default for OauthSettings {
     }
 }
 
-/// Where browsers reach MeetEase by default (the gateway on this machine).
-pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8000";
+/// Where browsers reach MeetEase by default (the gateway on this machine; the
+/// same default as notify's links).
+pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8000";
 
 /// Lifetimes and names of the tokens auth issues.
 #[derive(Debug, Clone)]
@@ -161,7 +162,7 @@ impl Config {
         let public_url = args.public_url.trim_end_matches('/').to_owned();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(StartError::setting(
-                "AUTH_PUBLIC_URL",
+                "MEETEASE_PUBLIC_URL",
                 "must be an http(s) URL",
             ));
         }
@@ -212,12 +213,22 @@ pub struct AuthArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<IpNet>>,
-    /// The public base URL browsers reach MeetEase through (the gateway); OpenID
-    /// redirect URIs are `{this}/api/v1/auth/oauth/{provider}/callback`.
-    #[arg(long = "auth-public-url", env = "AUTH_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
+    /// Where people open MeetEase (the gateway), the same setting notify uses for
+    /// links in emails; OpenID redirect URIs are
+    /// `{this}/api/v1/auth/oauth/{provider}/callback`. It must be the exact origin
+    /// browsers use: the sign-in cookie is set there.
+    // Its own id: the launcher flattens every service's flags, and notify's
+    // `public_url` reads the same variable.
+    #[arg(
+        id = "auth_public_url",
+        value_name = "URL",
+        long = "auth-public-url",
+        env = "MEETEASE_PUBLIC_URL",
+        default_value = DEFAULT_PUBLIC_URL
+    )]
     pub public_url: String,
     /// Where a finished OpenID sign-in sends the browser (`#oauth_code=…` is
-    /// appended). Default: `{AUTH_PUBLIC_URL}/`.
+    /// appended). Default: `{MEETEASE_PUBLIC_URL}/`.
     #[arg(long = "auth-oauth-return-url", env = "AUTH_OAUTH_RETURN_URL")]
     pub oauth_return_url: Option<String>,
     /// OpenID providers, a JSON array:
@@ -501,6 +512,6 @@ mod tests {
         let err = self::config(&["--auth-oidc-providers", "not json"]).unwrap_err();
         assert_eq!(err.setting.as_deref(), Some("AUTH_OIDC_PROVIDERS"));
         let err = self::config(&["--auth-public-url", "meet.example.com"]).unwrap_err();
-        assert_eq!(err.setting.as_deref(), Some("AUTH_PUBLIC_URL"));
+        assert_eq!(err.setting.as_deref(), Some("MEETEASE_PUBLIC_URL"));
     }
 }
