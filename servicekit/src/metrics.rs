@@ -76,6 +76,23 @@ impl Metrics {
         self.lock().register(name, help, metric);
     }
 
+    /// Count and time one answered request, as [`track_requests`] does (for a
+    /// server with its own middleware: the gateway). `route` must be a template.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, secs: f64) {
+        self.durations
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(secs);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
     /// The registry in Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
