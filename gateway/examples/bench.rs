@@ -2,7 +2,7 @@
 //! service directly, in one run on one machine.
 //!
 //! ```sh
-//! cargo run --release -p gateway --example bench -- [seconds per scenario] [concurrency]
+//! cargo run --release -p gateway --example bench -- [seconds per scenario] [concurrency] [only]
 //! ```
 //!
 //! Scenarios (each after a 1 s warm-up):
@@ -117,6 +117,28 @@ struct Outcome {
     p50: Duration,
     p99: Duration,
     errors: u64,
+    /// CPU time of this whole process (load generator, services, gateways) per
+    /// request: unlike throughput, it hardly moves with other load on the machine.
+    cpu_per_request: Duration,
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let hz = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
 }
 
 async fn run(url: String, token: Option<String>, seconds: u64, concurrency: usize) -> Outcome {
@@ -156,6 +178,7 @@ async fn run(url: String, token: Option<String>, seconds: u64, concurrency: usiz
         let _ = task.await;
     }
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let mut all = Vec::new();
     let mut errors = 0;
     for task in drive(started + Duration::from_secs(seconds)) {
@@ -164,6 +187,7 @@ async fn run(url: String, token: Option<String>, seconds: u64, concurrency: usiz
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     all.sort();
     let pick = |q: f64| {
         all.get(((all.len() as f64 - 1.0) * q) as usize)
@@ -175,6 +199,7 @@ async fn run(url: String, token: Option<String>, seconds: u64, concurrency: usiz
         p50: pick(0.50),
         p99: pick(0.99),
         errors,
+        cpu_per_request: cpu.div_f64(all.len().max(1) as f64),
     }
 }
 
@@ -183,6 +208,8 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16);
+    // Only the scenarios whose name contains this (for profiling one of them).
+    let only = args.next().unwrap_or_default();
     let redis_url =
         std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let redis = servicekit::backends::connect_redis(&Secret::new(redis_url))
@@ -236,16 +263,20 @@ async fn main() {
     println!(
         "{seconds} s per scenario, {concurrency} concurrent clients, keep-alive, GET, ~300-byte JSON answers\n"
     );
-    println!("| scenario | requests/s | p50 | p99 | errors |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| scenario | requests/s | p50 | p99 | errors | CPU per request |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, url, token) in scenarios {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let outcome = run(url, token, seconds, concurrency).await;
         println!(
-            "| {name} | {:.0} | {:.3} ms | {:.3} ms | {} |",
+            "| {name} | {:.0} | {:.3} ms | {:.3} ms | {} | {:.1} µs |",
             outcome.rps,
             outcome.p50.as_secs_f64() * 1000.0,
             outcome.p99.as_secs_f64() * 1000.0,
-            outcome.errors
+            outcome.errors,
+            outcome.cpu_per_request.as_secs_f64() * 1e6
         );
     }
 }

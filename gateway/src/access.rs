@@ -7,17 +7,14 @@
 //! bytes sent), `request_id`, `client_ip`, `user_id` (only from a verified
 //! token), `upstream` and `instance` (for proxied requests). The line is written
 //! when the response body ends or is dropped, so a streamed answer is logged with
-//! its real length and duration. `/health`, `/ready` and `/metrics` are not logged.
+//! its real length and duration. Written by [`crate::stack`].
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use servicekit::metrics::RouteTemplate;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -36,39 +33,12 @@ pub struct Note {
     pub instance: Option<Arc<str>>,
 }
 
-/// Middleware: writes the access line of every request it wraps.
-pub async fn log(request: Request, next: Next) -> Response {
+/// The response with its body wrapped to write `entry` when it ends (as is when
+/// access lines are filtered out).
+pub fn wrap(response: Response, entry: Entry) -> Response {
     if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-        return next.run(request).await;
+        return response;
     }
-    let started = Instant::now();
-    let method = request.method().clone();
-    let request_id = request.headers().get("x-request-id").cloned();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| Arc::<str>::from(path.as_str()));
-    let mut response = next.run(request).await;
-    let note = response.extensions_mut().remove::<Note>();
-    let route = response
-        .extensions()
-        .get::<RouteTemplate>()
-        .map(|route| route.0.clone())
-        .or(matched)
-        .unwrap_or_else(|| Arc::from("web"));
-    let entry = Entry {
-        method,
-        route,
-        status: response.status(),
-        request_id,
-        client_ip: note.as_ref().map(|n| n.client_ip).or(peer),
-        note,
-        started,
-    };
     response.map(|inner| {
         Body::new(Logged {
             inner,
@@ -78,17 +48,38 @@ pub async fn log(request: Request, next: Next) -> Response {
     })
 }
 
-struct Entry {
+/// One access line, waiting for the end of its response body.
+pub struct Entry {
     method: Method,
     route: Arc<str>,
     status: StatusCode,
-    request_id: Option<HeaderValue>,
+    request_id: HeaderValue,
     client_ip: Option<IpAddr>,
     note: Option<Note>,
     started: Instant,
 }
 
 impl Entry {
+    pub fn new(
+        method: Method,
+        route: Arc<str>,
+        status: StatusCode,
+        request_id: HeaderValue,
+        peer: Option<IpAddr>,
+        note: Option<Note>,
+        started: Instant,
+    ) -> Self {
+        Self {
+            method,
+            route,
+            status,
+            request_id,
+            client_ip: note.as_ref().map(|n| n.client_ip).or(peer),
+            note,
+            started,
+        }
+    }
+
     fn write(self, bytes: u64) {
         let note = self.note.as_ref();
         tracing::info!(
@@ -98,7 +89,7 @@ impl Entry {
             status = self.status.as_u16(),
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             bytes,
-            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            request_id = self.request_id.to_str().unwrap_or("-"),
             client_ip = self.client_ip.map(tracing::field::display),
             user_id = note.and_then(|n| n.user_id.as_deref()),
             upstream = note.and_then(|n| n.upstream),

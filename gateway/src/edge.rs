@@ -23,7 +23,7 @@ use crate::identity;
 use crate::openapi::RouteTemplates;
 use crate::pool::{Instance, Pick, Pool};
 use crate::proxy::{ForwardError, Proxy, is_websocket_upgrade};
-use crate::ratelimit::{Decision, Quota, RateLimiter};
+use crate::ratelimit::{Decision, EdgeAnswer, EdgeCheck, Quota, RateLimiter};
 use crate::routes::{self, Access, Route, RouteClass, UpstreamId};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -31,6 +31,7 @@ use axum::http::Method;
 use axum::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use axum::response::{IntoResponse, Response};
 use proto::ErrorCode;
+use proto::auth::AccessClaims;
 use servicekit::ApiError;
 use servicekit::metrics::RouteTemplate;
 use servicekit::tokens::{TokenError, TokenVerifier};
@@ -138,6 +139,8 @@ struct EdgeInner {
     proxy: Proxy,
     verifier: TokenVerifier,
     limiter: Arc<dyn RateLimiter>,
+    /// With Redis: address limits, revocation and user limit in one round trip.
+    combined: Option<EdgeCheck>,
     config: EdgeConfig,
     requests: Arc<Semaphore>,
     tunnels: Arc<Semaphore>,
@@ -150,6 +153,7 @@ impl Edge {
         upstreams: &crate::Upstreams,
         verifier: TokenVerifier,
         limiter: Arc<dyn RateLimiter>,
+        combined: Option<EdgeCheck>,
         config: EdgeConfig,
         metrics: EdgeMetrics,
         templates: RouteTemplates,
@@ -167,6 +171,7 @@ impl Edge {
                 proxy: Proxy::new(),
                 verifier,
                 limiter,
+                combined,
                 requests: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
                 tunnels: Arc::new(Semaphore::new(config.max_tunnels.max(1))),
                 config,
@@ -219,8 +224,8 @@ impl Edge {
 
     /// Count one request against `key`; a limiter outage lets the request through
     /// (logged and counted) rather than taking the whole API down with Redis.
-    async fn limit(&self, key: String, quota: Quota) -> Option<Decision> {
-        match self.inner.limiter.check(&key, quota).await {
+    async fn limit(&self, key: &str, quota: Quota) -> Option<Decision> {
+        match self.inner.limiter.check(key, quota).await {
             Ok(decision) => Some(decision),
             Err(err) => {
                 tracing::warn!(error = %err, "rate limiter unavailable; request let through");
@@ -282,60 +287,47 @@ async fn pipeline(
     note: &mut access::Note,
 ) -> Response {
     let client_ip = note.client_ip;
-
-    // Rate limits by address first: cheap, and before any token work.
-    let mut shown: Option<Decision> = None;
     let config = edge.config();
-    let mut budgets = vec![(format!("ip:{client_ip}"), config.per_ip)];
-    if route.class == RouteClass::Credentials {
-        budgets.push((format!("cred:{client_ip}"), config.credentials));
-    }
-    for (key, quota) in budgets {
-        if let Some(decision) = edge.limit(key, quota).await {
-            if !decision.allowed {
-                return rate_limited(edge, decision);
-            }
-            shown = Some(shown.map_or(decision, |d| d.tighter(decision)));
-        }
-    }
-
+    let address: Vec<(String, Quota)> = [
+        Some(("ip", config.per_ip)),
+        (route.class == RouteClass::Credentials).then_some(("cred", config.credentials)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(bucket, quota)| (format!("{bucket}:{client_ip}"), quota))
+    .collect();
     let (mut parts, body) = request.into_parts();
     identity::strip_identity(&mut parts.headers);
-    let claims = match (route.access, identity::bearer(&parts.headers)) {
-        (Access::Token, Ok(None)) => {
-            return edge.refuse("unauthenticated", TokenError::Missing.into());
+    let bearer = match (route.access, identity::bearer(&parts.headers)) {
+        (_, Ok(token)) => token,
+        (Access::Public, Err(_)) => None,
+        (Access::Token, Err(err)) => {
+            return match limit_address(edge, &address).await {
+                Ok(_) => edge.refuse("unauthenticated", err.into()),
+                Err(refused) => refused,
+            };
         }
-        (Access::Token, Err(err)) => return edge.refuse("unauthenticated", err.into()),
-        (Access::Token, Ok(Some(token))) => match edge.inner.verifier.verify(token).await {
-            Ok(claims) => Some(claims),
-            Err(err) => {
-                let reason = match err {
-                    TokenError::Expired => "token_expired",
-                    TokenError::Revoked => "token_revoked",
-                    TokenError::Unavailable => "verification_unavailable",
-                    TokenError::Missing | TokenError::Invalid => "unauthenticated",
-                };
-                return edge.refuse(reason, err.into());
-            }
+    };
+
+    let checked = match (&edge.inner.combined, bearer) {
+        // Redis: the signature first (no I/O), then one round trip for the
+        // address limits, the revocation and the user's limit.
+        (Some(combined), Some(token)) => match edge.inner.verifier.verify_signed(token).await {
+            Ok(claims) => combined_check(edge, combined, route, &address, claims).await,
+            Err(err) => bad_token(edge, route, &address, err).await,
         },
-        // A public route: the user is forwarded when the token is good, and the
-        // token goes on untouched either way (the service decides what it means).
-        (Access::Public, Ok(Some(token))) => edge.inner.verifier.verify(token).await.ok(),
-        (Access::Public, _) => None,
+        // Otherwise one check after the other: address limits (before any token
+        // work), identity, the user's limit.
+        (_, token) => separate_checks(edge, route, &address, token).await,
+    };
+    let (claims, shown) = match checked {
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
     if let Some(claims) = &claims {
         identity::set_identity(&mut parts.headers, claims);
         if tracing::enabled!(target: access::TARGET, tracing::Level::INFO) {
             note.user_id = Some(claims.sub.to_string());
-        }
-        if let Some(decision) = edge
-            .limit(format!("user:{}", claims.sub), config.per_user)
-            .await
-        {
-            if !decision.allowed {
-                return rate_limited(edge, decision);
-            }
-            shown = Some(shown.map_or(decision, |d| d.tighter(decision)));
         }
     }
 
@@ -344,6 +336,131 @@ async fn pipeline(
         set_rate_headers(response.headers_mut(), &decision);
     }
     response
+}
+
+/// The caller (when known) and the rate-limit decision to show, or the refusal.
+type Checked = Result<(Option<AccessClaims>, Option<Decision>), Response>;
+
+fn tighter(shown: Option<Decision>, decisions: &[Decision]) -> Option<Decision> {
+    decisions
+        .iter()
+        .fold(shown, |shown, d| Some(shown.map_or(*d, |s| s.tighter(*d))))
+}
+
+/// The address buckets one by one; the decision to show, or the refusal.
+async fn limit_address(
+    edge: &Edge,
+    address: &[(String, Quota)],
+) -> Result<Option<Decision>, Response> {
+    let mut shown = None;
+    for (key, quota) in address {
+        if let Some(decision) = edge.limit(key, *quota).await {
+            if !decision.allowed {
+                return Err(rate_limited(edge, decision));
+            }
+            shown = tighter(shown, &[decision]);
+        }
+    }
+    Ok(shown)
+}
+
+async fn separate_checks(
+    edge: &Edge,
+    route: Route,
+    address: &[(String, Quota)],
+    token: Option<&str>,
+) -> Checked {
+    let mut shown = limit_address(edge, address).await?;
+    let claims = match (route.access, token) {
+        (Access::Token, None) => {
+            return Err(edge.refuse("unauthenticated", TokenError::Missing.into()));
+        }
+        (Access::Token, Some(token)) => match edge.inner.verifier.verify(token).await {
+            Ok(claims) => Some(claims),
+            Err(err) => return Err(refuse_token(edge, err)),
+        },
+        // A public route: the user is forwarded when the token is good, and the
+        // token goes on untouched either way (the service decides what it means).
+        (Access::Public, Some(token)) => edge.inner.verifier.verify(token).await.ok(),
+        (Access::Public, None) => None,
+    };
+    if let Some(claims) = &claims
+        && let Some(decision) = edge
+            .limit(&format!("user:{}", claims.sub), edge.config().per_user)
+            .await
+    {
+        if !decision.allowed {
+            return Err(rate_limited(edge, decision));
+        }
+        shown = tighter(shown, &[decision]);
+    }
+    Ok((claims, shown))
+}
+
+/// A token whose signature or claims fail: still counted against the address,
+/// so a flood of bogus tokens is limited like any other.
+async fn bad_token(
+    edge: &Edge,
+    route: Route,
+    address: &[(String, Quota)],
+    err: TokenError,
+) -> Checked {
+    let shown = limit_address(edge, address).await?;
+    match route.access {
+        Access::Token => Err(refuse_token(edge, err)),
+        Access::Public => Ok((None, shown)),
+    }
+}
+
+async fn combined_check(
+    edge: &Edge,
+    combined: &EdgeCheck,
+    route: Route,
+    address: &[(String, Quota)],
+    claims: AccessClaims,
+) -> Checked {
+    let user = (format!("user:{}", claims.sub), edge.config().per_user);
+    let answer = match combined.run(address, user, &claims).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            // Without Redis neither limits nor revocation can be read: limits
+            // would let the request through, revocation fails closed.
+            tracing::warn!(error = %err, "rate limits and revocation unavailable");
+            edge.inner.metrics.refused("limiter_unavailable");
+            return match route.access {
+                Access::Token => Err(refuse_token(edge, TokenError::Unavailable)),
+                Access::Public => Ok((None, None)),
+            };
+        }
+    };
+    match answer {
+        EdgeAnswer::Allowed(decisions) => Ok((Some(claims), tighter(None, &decisions))),
+        EdgeAnswer::Limited(decisions) => {
+            // The script stops at the first refusal: it is the last decision.
+            let refused = decisions.last().copied();
+            Err(match refused {
+                Some(decision) => rate_limited(edge, decision),
+                None => refuse_token(edge, TokenError::Unavailable),
+            })
+        }
+        EdgeAnswer::Revoked(decisions) | EdgeAnswer::Unavailable(decisions)
+            if route.access == Access::Public =>
+        {
+            Ok((None, tighter(None, &decisions)))
+        }
+        EdgeAnswer::Revoked(_) => Err(refuse_token(edge, TokenError::Revoked)),
+        EdgeAnswer::Unavailable(_) => Err(refuse_token(edge, TokenError::Unavailable)),
+    }
+}
+
+fn refuse_token(edge: &Edge, err: TokenError) -> Response {
+    let reason = match err {
+        TokenError::Expired => "token_expired",
+        TokenError::Revoked => "token_revoked",
+        TokenError::Unavailable => "verification_unavailable",
+        TokenError::Missing | TokenError::Invalid => "unauthenticated",
+    };
+    edge.refuse(reason, err.into())
 }
 
 async fn forward(
@@ -446,7 +563,7 @@ async fn forward(
             .proxy()
             .forward(
                 pool.name,
-                &instance.base,
+                &instance.authority,
                 request,
                 client_ip,
                 timeout,

@@ -3,8 +3,8 @@
 //! Routes `/api/v1/<service>/*` to the service behind it, tunnels the signaling
 //! WebSocket `/rtc`, and serves the browser client (`web/`) for everything else.
 //!
-//! Request flow: request id → trace → catch panic → metrics → CORS → access log
-//! ([`access`]) → route. A routed request then goes through [`edge`] (path
+//! Request flow: CORS → [`stack`] (request id, trace span, panic catcher,
+//! metrics per route template, access line [`access`]) → route. A routed request then goes through [`edge`] (path
 //! checks, rate limits, identity, body and concurrency limits, an instance of the
 //! upstream ([`pool`]: balancing, passive health), timeouts and retries) to
 //! [`proxy`]; a web-client path gets the security headers of [`security`].
@@ -29,12 +29,12 @@ pub mod ratelimit;
 pub mod routes;
 pub mod security;
 pub mod serve;
+pub mod stack;
 
 use axum::Router;
 use axum::routing::{any, get};
 use servicekit::StartError;
 use servicekit::config::BackendConfig;
-use servicekit::http;
 use servicekit::metrics::Metrics;
 use servicekit::service::{Deps, Needs};
 use servicekit::tokens::{RedisRevocations, TokenVerifier, VerifierConfig};
@@ -174,10 +174,15 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
     let metrics = Metrics::new(SERVICE);
     let edge_metrics = edge_metrics::EdgeMetrics::register(&metrics);
     let document = openapi::document().map_err(StartError::other)?;
+    let combined = deps
+        .redis
+        .as_ref()
+        .map(|conn| ratelimit::EdgeCheck::new(conn.clone(), config.edge.rate_limit_prefix.clone()));
     let edge = edge::Edge::new(
         &config.upstreams,
         verifier,
         limiter,
+        combined,
         config.edge.clone(),
         edge_metrics,
         openapi::RouteTemplates::from_document(document),
@@ -205,14 +210,8 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Router
         .route("/health/upstreams", get(health::upstreams).with_state(edge))
         .merge(docs::routes(document))
         .merge(web)
-        .layer(axum::middleware::from_fn(access::log));
-    let router = http::service_router_with_fallback(SERVICE, api, deps.readiness, metrics);
-    let router = router.layer(
-        tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-            axum::http::header::X_CONTENT_TYPE_OPTIONS,
-            axum::http::HeaderValue::from_static("nosniff"),
-        ),
-    );
+        .merge(servicekit::health::routes(deps.readiness, metrics.clone()));
+    let router = api.layer(stack::StackLayer::new(metrics));
     Ok(match cors {
         Some(cors) => router.layer(cors),
         None => router,

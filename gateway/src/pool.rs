@@ -14,6 +14,7 @@
 //! only when every instance is out ([`Pool::state`]).
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Pass};
+use axum::http::uri::Authority;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -38,6 +39,8 @@ pub struct Instance {
     pub base: String,
     /// `host:port`: the instance in logs, metrics and `/health/upstreams`.
     pub address: Arc<str>,
+    /// The same, parsed: the authority of every request sent to it.
+    pub authority: Authority,
     pub breaker: Breaker,
     /// Exchanges sent and not yet finished (until the response body is sent, or
     /// the WebSocket tunnel closes): the balancing signal.
@@ -108,8 +111,12 @@ impl Pool {
             .iter()
             .take(MAX_INSTANCES)
             .map(|base| {
+                let address = base.trim_start_matches("http://");
                 Arc::new(Instance {
-                    address: Arc::from(base.trim_start_matches("http://")),
+                    // `Upstream::parse` made `base` from a parsed authority.
+                    authority: Authority::try_from(address)
+                        .unwrap_or_else(|_| Authority::from_static("invalid.invalid")),
+                    address: Arc::from(address),
                     base: base.clone(),
                     breaker: Breaker::new(breaker),
                     in_flight: AtomicUsize::new(0),

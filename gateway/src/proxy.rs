@@ -4,6 +4,7 @@
 
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{Request, StatusCode, Uri};
 use axum::response::Response;
 use hyper_util::client::legacy::Client;
@@ -103,20 +104,25 @@ impl Proxy {
     pub async fn forward(
         &self,
         name: &'static str,
-        base: &str,
+        authority: &Authority,
         mut request: Request<Body>,
         client: IpAddr,
         timeout: Duration,
         tunnel_guard: Option<Box<dyn Send>>,
     ) -> Result<Response, ForwardError> {
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let uri = format!("{base}{path_and_query}")
-            .parse::<Uri>()
-            .map_err(|_| ForwardError::BadTarget)?;
+        // Built from parts: the instance's authority (parsed once, at start-up)
+        // and the request's own path and query (shared bytes), never re-parsed.
+        let mut target = axum::http::uri::Parts::default();
+        target.scheme = Some(Scheme::HTTP);
+        target.authority = Some(authority.clone());
+        target.path_and_query = Some(
+            request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        let uri = Uri::from_parts(target).map_err(|_| ForwardError::BadTarget)?;
         let upgrade = is_websocket_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 

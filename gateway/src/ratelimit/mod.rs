@@ -17,7 +17,7 @@ mod memory;
 mod redis_backend;
 
 pub use memory::MemoryLimiter;
-pub use redis_backend::RedisLimiter;
+pub use redis_backend::{EdgeAnswer, EdgeCheck, RedisLimiter};
 
 use servicekit::tokens::BoxFuture;
 use std::time::Duration;

@@ -232,3 +232,38 @@ async fn metrics_count_requests_by_route_template_and_upstream_instance() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn request_ids_are_accepted_or_made_and_reach_the_service() {
+    let app = spawn_app().await;
+    let session = app.register("ids@example.com").await;
+    let send = |id: Option<&str>| {
+        let mut request = app
+            .client
+            .get(app.url("/api/v1/analytics/platform"))
+            .bearer_auth(&session.access_token);
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        request.send()
+    };
+    let answer = Answer::from(send(Some("client-chosen-42")).await.unwrap()).await;
+    assert_eq!(answer.header("x-request-id"), Some("client-chosen-42"));
+    assert_eq!(
+        answer.body["headers"]["x-request-id"], "client-chosen-42",
+        "the service sees the same id"
+    );
+
+    let mut made = Vec::new();
+    for id in [None, Some("has spaces in it"), Some(&*"x".repeat(200))] {
+        let answer = Answer::from(send(id).await.unwrap()).await;
+        let echoed = answer.header("x-request-id").unwrap().to_owned();
+        assert_ne!(Some(echoed.as_str()), id);
+        assert!(!echoed.is_empty() && echoed.len() <= 64, "{echoed}");
+        assert_eq!(answer.body["headers"]["x-request-id"], echoed.as_str());
+        made.push(echoed);
+    }
+    made.sort();
+    made.dedup();
+    assert_eq!(made.len(), 3, "each made id is new");
+}

@@ -189,9 +189,8 @@ async fn sign_in_and_sign_up_have_a_stricter_budget_kept_in_redis() {
     );
 }
 
-#[tokio::test]
-async fn each_user_has_a_budget_of_their_own() {
-    let app = spawn_app_with(Mode::Embedded, |edge| {
+async fn each_user_has_a_budget_of_their_own(mode: Mode) {
+    let app = spawn_app_with(mode, |edge| {
         edge.per_user = Quota::parse("1/m,2").unwrap();
     })
     .await;
@@ -202,16 +201,56 @@ async fn each_user_has_a_budget_of_their_own() {
         app.get("/api/v1/users/me", ada_token).await.status,
         StatusCode::OK
     );
-    assert_eq!(
-        app.get("/api/v1/users/me", ada_token).await.status,
-        StatusCode::OK
-    );
+    let second = app.get("/api/v1/users/me", ada_token).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.header("ratelimit-remaining"), Some("0"));
     let refused = app.get("/api/v1/users/me", ada_token).await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.code(), "rate_limited");
+    assert!(refused.header("retry-after").is_some());
     assert_eq!(
         app.get("/api/v1/users/me", Some(&bob.access_token))
             .await
             .status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn each_user_has_a_budget_of_their_own_in_process() {
+    each_user_has_a_budget_of_their_own(Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn each_user_has_a_budget_of_their_own_in_redis() {
+    // Redis mode checks the address, the revocation and the user in one script.
+    each_user_has_a_budget_of_their_own(Mode::Redis).await;
+}
+
+#[tokio::test]
+async fn with_redis_good_and_bogus_tokens_alike_count_against_the_address() {
+    let app = spawn_app_with(Mode::Redis, |edge| {
+        edge.per_ip = Quota::parse("1/m,4").unwrap();
+    })
+    .await;
+    // The sign-up is the first request from this address.
+    let ada = app.register("ada@example.com").await;
+    let good = app.get("/api/v1/users/me", Some(&ada.access_token)).await;
+    assert_eq!(good.status, StatusCode::OK);
+    assert_eq!(good.header("ratelimit-remaining"), Some("2"));
+    let forged = format!("{}x", ada.access_token);
+    let bogus = app.get("/api/v1/users/me", Some(&forged)).await;
+    assert_eq!(bogus.code(), "unauthenticated");
+    assert_eq!(
+        app.get("/api/v1/users/me", Some(&ada.access_token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The budget (4) is spent: good and bogus tokens are refused alike.
+    for token in [ada.access_token.as_str(), forged.as_str()] {
+        let refused = app.get("/api/v1/users/me", Some(token)).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{token}");
+        assert_eq!(refused.code(), "rate_limited");
+    }
 }
