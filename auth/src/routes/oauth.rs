@@ -21,7 +21,7 @@ use crate::store::{
 };
 use crate::{AppState, now_ms};
 use aws_lc_rs::digest;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -31,7 +31,7 @@ use proto::ids::UserId;
 use serde::Deserialize;
 use serde_json::json;
 use servicekit::ApiError;
-use servicekit::extract::Json;
+use servicekit::extract::{Json, Path, Query};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -220,16 +220,28 @@ async fn a_state_works_once_only_in_its_browser_and_not_after_it_expires(app: Oa
     assert_eq!(late.status, StatusCode::BAD_REQUEST);
     assert_eq!(late.code(), "invalid_oauth_state");
 
-    // Missing or made up.
+    // Missing, made up, or huge.
+    let huge = format!(
+        "/api/v1/auth/oauth/local/callback?code=a&state={}",
+        "s".repeat(5000)
+    );
     for path in [
         "/api/v1/auth/oauth/local/callback?code=abc",
         "/api/v1/auth/oauth/local/callback?code=abc&state=made-up",
         "/api/v1/auth/oauth/local/callback?state=",
+        "/api/v1/auth/oauth/local/callback?state=%27%20OR%201%3D1--",
+        &huge,
     ] {
         let step = browser.get(&app.url(path)).await;
         assert_eq!(step.status, StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(step.code(), "invalid_oauth_state", "{path}");
     }
+    // A query that is not even UTF-8 is a clean 400 with a code, not a bare text.
+    let step = browser
+        .get(&app.url("/api/v1/auth/oauth/local/callback?state=%FF%FE"))
+        .await;
+    assert_eq!(step.status, StatusCode::BAD_REQUEST);
+    assert_ne!(step.code(), "<no error code>");
 }
 
 async fn provider_errors_unknown_providers_and_foreign_codes_are_refused(app: OauthApp) {
