@@ -359,6 +359,16 @@ impl JanusClient {
             .with_context(|| format!("attach failed: {reply}"))
     }
 
+    /// Close a handle and its PeerConnection (a participant left).
+    pub async fn detach(&self, handle: Handle) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/{}", self.session_url, handle.0))
+            .json(&json!({"janus": "detach", "transaction": self.transaction()}))
+            .send()
+            .await?;
+        Ok(())
+    }
+
     /// A request VideoRoom answers at once (`create`, `configure` ...).
     pub async fn request(&self, handle: Handle, body: Value) -> anyhow::Result<Value> {
         let reply: Value = self

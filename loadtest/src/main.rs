@@ -22,6 +22,7 @@ mod stats;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use futures_util::future::LocalBoxFuture;
 use impair::{Impairment, ImpairmentConfig};
 use janus::{JanusClient, JanusProcess};
 use node::{ControlClient, ProcWatch, SfuProcess};
@@ -76,6 +77,10 @@ struct Cli {
     /// Participants joining per second.
     #[arg(long, default_value_t = 50.0)]
     join_rate: f64,
+    /// Churn during the measured window: this many receivers leave each second,
+    /// and as many newcomers join their rooms.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
     /// Packet loss applied to what participants receive, percent.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -208,6 +213,7 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
         video: cli.video,
         simulcast: cli.simulcast,
         screen_share: cli.screen_share,
+        churn_per_second: cli.churn,
         video_kbps: cli.video_kbps,
         duration_s: cli.duration.min(MAX_DURATION.as_secs()),
         loss_percent: cli.loss,
@@ -222,9 +228,9 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
 struct Joined {
     watch: ProcWatch,
     rss_before: u64,
-    tasks: Vec<tokio::task::JoinHandle<stats::ParticipantReport>>,
-    /// Every participant's control channel (to reset stats after warm-up).
-    controls: Vec<mpsc::UnboundedSender<Control>>,
+    members: Vec<Member>,
+    /// Joins a replacement when someone leaves (churn).
+    rejoin: Option<Rejoin>,
     counter: Forwarded,
     /// The server process (and, for Janus, its namespace): dropping it ends them.
     server: Box<dyn std::any::Any>,
@@ -296,25 +302,33 @@ async fn run_once(cli: &Cli, scenario: &Scenario, server: Server) -> anyhow::Res
         cli,
         scenario.rooms * (scenario.publishers + scenario.subscribers),
     );
+    let common = Common {
+        epoch,
+        live: live.clone(),
+        stop: stop.clone(),
+        wire_ids: Arc::new(AtomicU64::new(1)),
+        scenario: scenario.clone(),
+        lean: cli.lean_receivers,
+    };
     let joined = match server {
         Server::Meetease if cli.join == JoinPath::Signaling => {
-            join_platform(cli, scenario, epoch, &live, &stop, &progress).await
+            join_platform(cli, common, &progress).await
         }
-        Server::Meetease => join_meetease(cli, scenario, epoch, &live, &stop, &progress).await,
-        Server::Janus => join_janus(cli, scenario, epoch, &live, &stop, &progress).await,
+        Server::Meetease => join_meetease(cli, common, &progress).await,
+        Server::Janus => join_janus(cli, common, &progress).await,
     };
-    let joined = match joined {
+    let mut joined = match joined {
         Ok(joined) => joined,
         Err(err) => {
             stop.cancel();
             return Err(err);
         }
     };
-    let result = measure(cli, scenario, server, &joined, &live, progress).await;
+    let result = measure(cli, scenario, server, &mut joined, &live, progress).await;
     stop.cancel();
     let mut participants = Vec::new();
-    for task in joined.tasks {
-        if let Ok(report) = task.await {
+    for member in joined.members {
+        if let Ok(report) = member.task.await {
             participants.push(report);
         }
     }
@@ -328,21 +342,150 @@ async fn run_once(cli: &Cli, scenario: &Scenario, server: Server) -> anyhow::Res
     ))
 }
 
+/// One participant the run started.
+struct Member {
+    task: tokio::task::JoinHandle<stats::ParticipantReport>,
+    control: mpsc::UnboundedSender<Control>,
+    /// Ends this participant alone (churn); a child of the run's stop token.
+    leave: CancellationToken,
+    room: usize,
+    publishes: bool,
+    /// Tells the server this participant left (what a closing browser tab does).
+    hang_up: Option<HangUp>,
+}
+
+type HangUp = Box<dyn FnOnce() -> LocalBoxFuture<'static, ()>>;
+
+/// Joins one more receiver to room `.0` as participant `.1` (for churn).
+type Rejoin = Box<dyn Fn(usize, usize) -> LocalBoxFuture<'static, anyhow::Result<Member>>>;
+
+/// What every join path shares.
+#[derive(Clone)]
+struct Common {
+    epoch: Instant,
+    live: Arc<LiveCounters>,
+    stop: CancellationToken,
+    wire_ids: Arc<AtomicU64>,
+    scenario: Scenario,
+    lean: bool,
+}
+
+impl Common {
+    async fn participant(
+        &self,
+        index: usize,
+        bind: std::net::IpAddr,
+        seat: usize,
+    ) -> anyhow::Result<Participant> {
+        Participant::new(
+            index,
+            bind,
+            publish_of(&self.scenario, seat),
+            self.epoch,
+            impairment_of(&self.scenario, index),
+            self.live.clone(),
+            self.lean,
+        )
+        .await
+    }
+
+    /// Start the participant's task; its answers to renegotiations go to `answers`.
+    fn start(
+        &self,
+        participant: Participant,
+        room: usize,
+        publishes: bool,
+        control: (
+            mpsc::UnboundedSender<Control>,
+            mpsc::UnboundedReceiver<Control>,
+        ),
+        answers: mpsc::UnboundedSender<(usize, String)>,
+    ) -> Member {
+        let leave = self.stop.child_token();
+        let task =
+            tokio::spawn(participant.run(control.1, answers, self.wire_ids.clone(), leave.clone()));
+        Member {
+            task,
+            control: control.0,
+            leave,
+            room,
+            publishes,
+            hang_up: None,
+        }
+    }
+}
+
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// The lone-SFU path: sessions made through the SFU's control API.
+#[derive(Clone)]
+struct ControlJoin {
+    control: ControlClient,
+    routes: Arc<Mutex<HashMap<ParticipantId, mpsc::UnboundedSender<Control>>>>,
+    ids: Arc<Mutex<Vec<ParticipantId>>>,
+    answers: mpsc::UnboundedSender<(usize, String)>,
+    common: Common,
+}
+
+impl ControlJoin {
+    async fn one(self, room: usize, seat: usize, index: usize) -> anyhow::Result<Member> {
+        let room_id = RoomId::parse(format!("load-{room}")).context("room id")?;
+        let mut participant = self.common.participant(index, LOOPBACK, seat).await?;
+        let publishes = publish_of(&self.common.scenario, seat).audio;
+        let (offer, tracks) = participant.publisher_offer(true);
+        let id = ParticipantId::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(id, tx.clone());
+        {
+            let mut ids = self.ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            // Answers find their session by participant index.
+            ids.resize(index + 1, id);
+            ids[index] = id;
+        }
+        let created = self
+            .control
+            .create_session(&CreateSession {
+                room: room_id,
+                participant: id,
+                publisher_offer: offer,
+                tracks,
+                auto_subscribe: true,
+            })
+            .await?;
+        participant.accept_publisher_answer(&created.publisher_answer)?;
+        let answer = participant.answer_subscriber_offer(&created.subscriber_offer.sdp)?;
+        if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {
+            bail!("the SFU offered a non-loopback media address {bad}; refusing to send there");
+        }
+        self.control.subscriber_answer(id, answer).await?;
+        let mut member =
+            self.common
+                .start(participant, room, publishes, (tx, rx), self.answers.clone());
+        let control = self.control.clone();
+        member.hang_up = Some(Box::new(move || {
+            Box::pin(async move {
+                let _ = control.remove_session(id).await;
+            })
+        }));
+        Ok(member)
+    }
+}
+
 async fn join_meetease(
     cli: &Cli,
-    scenario: &Scenario,
-    epoch: Instant,
-    live: &Arc<LiveCounters>,
-    stop: &CancellationToken,
+    common: Common,
     progress: &Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<Joined> {
+    let scenario = common.scenario.clone();
     let sfu = SfuProcess::spawn(&sfu_binary(cli)?)?;
     if !sfu.http.ip().is_loopback() {
         bail!("refusing to load a non-loopback SFU at {}", sfu.http);
     }
     let control = ControlClient::new(sfu.url(""), sfu.token.clone());
     let watch = sfu.watch();
-    let wire_ids = Arc::new(AtomicU64::new(1));
     let rss_before = watch.rss_bytes();
 
     // SFU events → the participant that must answer a new subscriber offer.
@@ -350,7 +493,7 @@ async fn join_meetease(
     {
         let routes = routes.clone();
         let control = control.clone();
-        let stop = stop.clone();
+        let stop = common.stop.clone();
         tokio::spawn(async move {
             let follow = control.follow_events(move |event| {
                 if let SfuEvent::SubscriberOffer {
@@ -387,58 +530,19 @@ async fn join_meetease(
             }
         });
     }
-
+    let joiner = ControlJoin {
+        control: control.clone(),
+        routes,
+        ids,
+        answers: answer_tx,
+        common,
+    };
     let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
-    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
-    let mut tasks = Vec::new();
-    let mut controls = Vec::new();
+    let mut members = Vec::new();
     let mut index = 0;
     for room in 0..scenario.rooms {
-        let room_id = RoomId::parse(format!("load-{room}")).context("room id")?;
         for seat in 0..(scenario.publishers + scenario.subscribers) {
-            let publish = publish_of(scenario, seat);
-            let mut participant = Participant::new(
-                index,
-                loopback,
-                publish,
-                epoch,
-                impairment_of(scenario, index),
-                live.clone(),
-                cli.lean_receivers,
-            )
-            .await?;
-            let (offer, tracks) = participant.publisher_offer(true);
-            let id = ParticipantId::new();
-            let (tx, rx) = mpsc::unbounded_channel();
-            routes
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .insert(id, tx.clone());
-            controls.push(tx);
-            ids.lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .push(id);
-            let created = control
-                .create_session(&CreateSession {
-                    room: room_id.clone(),
-                    participant: id,
-                    publisher_offer: offer,
-                    tracks,
-                    auto_subscribe: true,
-                })
-                .await?;
-            participant.accept_publisher_answer(&created.publisher_answer)?;
-            let answer = participant.answer_subscriber_offer(&created.subscriber_offer.sdp)?;
-            if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {
-                bail!("the SFU offered a non-loopback media address {bad}; refusing to send there");
-            }
-            control.subscriber_answer(id, answer).await?;
-            tasks.push(tokio::spawn(participant.run(
-                rx,
-                answer_tx.clone(),
-                wire_ids.clone(),
-                stop.clone(),
-            )));
+            members.push(joiner.clone().one(room, seat, index).await?);
             index += 1;
             if let Some(bar) = progress {
                 bar.inc(1);
@@ -446,38 +550,88 @@ async fn join_meetease(
             tokio::time::sleep(join_gap).await;
             // Publishers must be connected before receivers join, so their
             // tracks are in the receivers' first offer: give the first ones time.
-            if publish.audio && seat + 1 == scenario.publishers {
+            if seat + 1 == scenario.publishers {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
     }
+    let receivers_seat = scenario.publishers;
     Ok(Joined {
         watch,
         rss_before,
-        tasks,
-        controls,
+        members,
+        rejoin: Some(Box::new(move |room, index| {
+            Box::pin(joiner.clone().one(room, receivers_seat, index))
+        })),
         counter: Forwarded::Metric(control),
         server: Box::new(sfu),
     })
+}
+
+/// The platform path: guests joining through REST and the signaling WebSocket.
+#[derive(Clone)]
+struct PlatformJoin {
+    http: reqwest::Client,
+    signaling: std::net::SocketAddr,
+    codes: Arc<Vec<String>>,
+    sockets: Arc<Mutex<HashMap<usize, mpsc::UnboundedSender<String>>>>,
+    answers: mpsc::UnboundedSender<(usize, String)>,
+    common: Common,
+}
+
+impl PlatformJoin {
+    async fn one(self, room: usize, seat: usize, index: usize) -> anyhow::Result<Member> {
+        let code = self.codes.get(room).context("no such room")?;
+        let mut participant = self.common.participant(index, LOOPBACK, seat).await?;
+        let publishes = publish_of(&self.common.scenario, seat).audio;
+        let (offer, tracks) = participant.publisher_offer(true);
+        let token =
+            platform::guest_join(&self.http, self.signaling, code, &format!("Load {index}"))
+                .await?;
+        // Join time: from opening the signaling socket to the first media packet.
+        participant.mark_joining();
+        let mut signal = platform::Signal::connect(self.signaling).await?;
+        let joined = signal.join(token, offer, tracks).await?;
+        participant.accept_publisher_answer(&joined.publisher_answer)?;
+        let answer = participant.answer_subscriber_offer(&joined.subscriber_offer)?;
+        if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {
+            bail!("the SFU offered a non-loopback media address {bad}; refusing to send there");
+        }
+        signal.send_subscriber_answer(answer).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (socket_tx, socket_rx) = mpsc::unbounded_channel();
+        self.sockets
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(index, socket_tx);
+        let member = self.common.start(
+            participant,
+            room,
+            publishes,
+            (tx.clone(), rx),
+            self.answers.clone(),
+        );
+        // The socket lives as long as the participant: leaving sends `leave`.
+        tokio::spawn(signal.run(tx, socket_rx, member.leave.clone()));
+        Ok(member)
+    }
 }
 
 /// MeetEase as users meet it: the launcher, meetings over REST, guests joining
 /// over the signaling WebSocket (see `platform.rs`).
 async fn join_platform(
     cli: &Cli,
-    scenario: &Scenario,
-    epoch: Instant,
-    live: &Arc<LiveCounters>,
-    stop: &CancellationToken,
+    common: Common,
     progress: &Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<Joined> {
+    let scenario = common.scenario.clone();
     let platform = PlatformProcess::spawn(&platform_binary(cli)?)?;
     let watch = ProcWatch::new(platform.pid());
     let rss_before = watch.rss_bytes();
     let http = reqwest::Client::new();
     let size = scenario.publishers + scenario.subscribers;
-    let codes = platform::create_meetings(&http, platform.gateway, scenario.rooms, size).await?;
-    let wire_ids = Arc::new(AtomicU64::new(1));
+    let codes =
+        platform::create_meetings(&http, platform.gateway, scenario.rooms, size + 10).await?;
     // Participants' answers to renegotiations → their own WebSocket.
     let (answer_tx, mut answer_rx) = mpsc::unbounded_channel::<(usize, String)>();
     let sockets: Arc<Mutex<HashMap<usize, mpsc::UnboundedSender<String>>>> = Arc::default();
@@ -492,71 +646,163 @@ async fn join_platform(
             }
         });
     }
+    let joiner = PlatformJoin {
+        http,
+        signaling: platform.signaling,
+        codes: Arc::new(codes),
+        sockets,
+        answers: answer_tx,
+        common,
+    };
     let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
-    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
-    let mut tasks = Vec::new();
-    let mut controls = Vec::new();
+    let mut members = Vec::new();
     let mut index = 0;
-    for code in &codes {
+    for room in 0..scenario.rooms {
         for seat in 0..size {
-            let publish = publish_of(scenario, seat);
-            let mut participant = Participant::new(
-                index,
-                loopback,
-                publish,
-                epoch,
-                impairment_of(scenario, index),
-                live.clone(),
-                cli.lean_receivers,
-            )
-            .await?;
-            let (offer, tracks) = participant.publisher_offer(true);
-            let token =
-                platform::guest_join(&http, platform.signaling, code, &format!("Load {index}"))
-                    .await?;
-            // Join time: from opening the signaling socket to the first media packet.
-            participant.mark_joining();
-            let mut signal = platform::Signal::connect(platform.signaling).await?;
-            let joined = signal.join(token, offer, tracks).await?;
-            participant.accept_publisher_answer(&joined.publisher_answer)?;
-            let answer = participant.answer_subscriber_offer(&joined.subscriber_offer)?;
-            if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {
-                bail!("the SFU offered a non-loopback media address {bad}; refusing to send there");
-            }
-            signal.send_subscriber_answer(answer).await?;
-            let (tx, rx) = mpsc::unbounded_channel();
-            let (socket_tx, socket_rx) = mpsc::unbounded_channel();
-            sockets
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .insert(index, socket_tx);
-            tokio::spawn(signal.run(tx.clone(), socket_rx, stop.clone()));
-            controls.push(tx);
-            tasks.push(tokio::spawn(participant.run(
-                rx,
-                answer_tx.clone(),
-                wire_ids.clone(),
-                stop.clone(),
-            )));
+            members.push(joiner.clone().one(room, seat, index).await?);
             index += 1;
             if let Some(bar) = progress {
                 bar.inc(1);
             }
             tokio::time::sleep(join_gap).await;
-            if publish.audio && seat + 1 == scenario.publishers {
+            if seat + 1 == scenario.publishers {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
     }
     let control = ControlClient::new(format!("http://{}", platform.sfu), String::new());
+    let receivers_seat = scenario.publishers;
     Ok(Joined {
         watch,
         rss_before,
-        tasks,
-        controls,
+        members,
+        rejoin: Some(Box::new(move |room, index| {
+            Box::pin(joiner.clone().one(room, receivers_seat, index))
+        })),
         counter: Forwarded::Metric(control),
         server: Box::new(platform),
     })
+}
+
+/// A VideoRoom's number and its publishers' feed ids.
+type JanusRoom = (u64, Vec<u64>);
+
+/// The Janus path's shared state: its API session and each room's feeds.
+#[derive(Clone)]
+struct JanusJoin {
+    janus: JanusClient,
+    bind: std::net::IpAddr,
+    janus_ip: std::net::IpAddr,
+    /// Per room: its VideoRoom number and its publishers' feed ids.
+    rooms: Arc<Mutex<Vec<JanusRoom>>>,
+    common: Common,
+}
+
+impl JanusJoin {
+    fn only_janus(&self, sdp: &str) -> anyhow::Result<()> {
+        if let Some(bad) = peer::candidate_addrs(sdp)
+            .into_iter()
+            .find(|a| a.ip() != self.janus_ip)
+        {
+            bail!(
+                "Janus offered {bad}, outside the namespace the harness made; refusing to send there"
+            );
+        }
+        Ok(())
+    }
+
+    /// Subscribe a running participant to `feeds` in one multistream
+    /// subscription: Janus offers, the participant answers through `answers`.
+    async fn subscribe(
+        &self,
+        room_number: u64,
+        feeds: &[u64],
+        index: usize,
+        control: &mpsc::UnboundedSender<Control>,
+        answers: &mut mpsc::UnboundedReceiver<(usize, String)>,
+    ) -> anyhow::Result<Option<janus::Handle>> {
+        if feeds.is_empty() {
+            return Ok(None);
+        }
+        let handle = self.janus.attach().await?;
+        let streams: Vec<_> = feeds
+            .iter()
+            .map(|f| serde_json::json!({"feed": f}))
+            .collect();
+        let join = serde_json::json!({
+            "request": "join", "ptype": "subscriber",
+            "room": room_number, "streams": streams,
+        });
+        // Until a publisher's connection is up Janus answers "no such feed".
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let attached = loop {
+            match self.janus.message(handle, join.clone(), None).await {
+                Ok(attached) => break attached,
+                Err(err)
+                    if Instant::now() < deadline && format!("{err}").contains("No such feed") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let offer = janus::jsep_sdp(&attached)?;
+        self.only_janus(&offer)?;
+        control
+            .send(Control::SubscriberOffer(offer))
+            .map_err(|_| anyhow::anyhow!("participant {index} stopped"))?;
+        let answer = loop {
+            let (from, answer) = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+                .await
+                .context("a participant did not answer Janus's offer")?
+                .context("participants stopped")?;
+            if from == index {
+                break answer;
+            }
+        };
+        self.janus
+            .message(
+                handle,
+                serde_json::json!({"request": "start"}),
+                Some(serde_json::json!({"type": "answer", "sdp": answer, "trickle": false})),
+            )
+            .await?;
+        Ok(Some(handle))
+    }
+
+    /// One more receiver (churn): its own answer channel, subscribed to every feed.
+    async fn one_receiver(self, room: usize, index: usize) -> anyhow::Result<Member> {
+        let (room_number, feeds) = self
+            .rooms
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .get(room)
+            .cloned()
+            .context("no such room")?;
+        let seat = self.common.scenario.publishers;
+        let mut participant = self.common.participant(index, self.bind, seat).await?;
+        participant.mark_joining();
+        let (answer_tx, mut answer_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut member = self
+            .common
+            .start(participant, room, false, (tx.clone(), rx), answer_tx);
+        let handle = self
+            .subscribe(room_number, &feeds, index, &tx, &mut answer_rx)
+            .await?;
+        member.hang_up = self.hang_up(handle);
+        Ok(member)
+    }
+
+    fn hang_up(&self, handle: Option<janus::Handle>) -> Option<HangUp> {
+        let handle = handle?;
+        let janus = self.janus.clone();
+        Some(Box::new(move || {
+            Box::pin(async move {
+                let _ = janus.detach(handle).await;
+            })
+        }))
+    }
 }
 
 /// The same participants through Janus's VideoRoom: a room per scenario room,
@@ -566,37 +812,27 @@ async fn join_platform(
 /// connections per person MeetEase uses.
 async fn join_janus(
     cli: &Cli,
-    scenario: &Scenario,
-    epoch: Instant,
-    live: &Arc<LiveCounters>,
-    stop: &CancellationToken,
+    common: Common,
     progress: &Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<Joined> {
+    let scenario = common.scenario.clone();
     let mut process = JanusProcess::spawn()?;
     let http = reqwest::Client::new();
     process.ready(&http).await?;
     let watch = ProcWatch::new(process.pid());
     let rss_before = watch.rss_bytes();
-    let janus = JanusClient::connect(http, process.api_base(), stop.clone()).await?;
-    let bind = std::net::IpAddr::from(process.host_ip);
-    let janus_ip = std::net::IpAddr::from(process.janus_ip);
-    let only_janus = |sdp: &str| -> anyhow::Result<()> {
-        if let Some(bad) = peer::candidate_addrs(sdp)
-            .into_iter()
-            .find(|a| a.ip() != janus_ip)
-        {
-            bail!(
-                "Janus offered {bad}, outside the namespace the harness made; refusing to send there"
-            );
-        }
-        Ok(())
+    let janus = JanusClient::connect(http, process.api_base(), common.stop.clone()).await?;
+    let joiner = JanusJoin {
+        janus: janus.clone(),
+        bind: std::net::IpAddr::from(process.host_ip),
+        janus_ip: std::net::IpAddr::from(process.janus_ip),
+        rooms: Arc::default(),
+        common: common.clone(),
     };
     let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
-    let wire_ids = Arc::new(AtomicU64::new(1));
     // Subscriptions are made one at a time, so answers come back in order.
     let (answer_tx, mut answer_rx) = mpsc::unbounded_channel::<(usize, String)>();
-    let mut tasks = Vec::new();
-    let mut controls = Vec::new();
+    let mut members = Vec::new();
     let mut index = 0;
     for room in 0..scenario.rooms {
         let room_number = 1000 + room as u64;
@@ -616,17 +852,8 @@ async fn join_janus(
         let mut seats = Vec::new();
         let mut feeds = Vec::new();
         for seat in 0..(scenario.publishers + scenario.subscribers) {
-            let publish = publish_of(scenario, seat);
-            let mut participant = Participant::new(
-                index,
-                bind,
-                publish,
-                epoch,
-                impairment_of(scenario, index),
-                live.clone(),
-                cli.lean_receivers,
-            )
-            .await?;
+            let publish = publish_of(&scenario, seat);
+            let mut participant = common.participant(index, joiner.bind, seat).await?;
             let mut feed = None;
             if publish.audio {
                 let handle = janus.attach().await?;
@@ -650,7 +877,7 @@ async fn join_janus(
                     )
                     .await?;
                 let answer = janus::jsep_sdp(&answer)?;
-                only_janus(&answer)?;
+                joiner.only_janus(&answer)?;
                 participant.accept_publisher_answer(&answer)?;
                 feeds.push(id);
                 feed = Some(id);
@@ -659,81 +886,72 @@ async fn join_janus(
             }
             // Running from now: a feed exists in Janus only once its media flows.
             let (tx, rx) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(participant.run(
-                rx,
+            let member = common.start(
+                participant,
+                room,
+                publish.audio,
+                (tx, rx),
                 answer_tx.clone(),
-                wire_ids.clone(),
-                stop.clone(),
-            )));
-            controls.push(tx.clone());
-            seats.push((index, tx, feed));
+            );
+            seats.push((index, members.len(), feed));
+            members.push(member);
             index += 1;
             if let Some(bar) = progress {
                 bar.inc(1);
             }
             tokio::time::sleep(join_gap).await;
         }
+        joiner
+            .rooms
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push((room_number, feeds.clone()));
         // Publishers are in: everyone subscribes to everyone else.
-        for (index, control, own) in seats {
-            let others: Vec<_> = feeds
-                .iter()
-                .filter(|f| Some(**f) != own)
-                .map(|f| serde_json::json!({"feed": f}))
-                .collect();
-            if others.is_empty() {
-                continue;
-            }
-            let handle = janus.attach().await?;
-            let join = serde_json::json!({
-                "request": "join", "ptype": "subscriber",
-                "room": room_number, "streams": others,
-            });
-            // Until a publisher's connection is up Janus answers "no such feed".
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let attached = loop {
-                match janus.message(handle, join.clone(), None).await {
-                    Ok(attached) => break attached,
-                    Err(err)
-                        if Instant::now() < deadline
-                            && format!("{err}").contains("No such feed") =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(err) => return Err(err),
-                }
-            };
-            let offer = janus::jsep_sdp(&attached)?;
-            only_janus(&offer)?;
-            control
-                .send(Control::SubscriberOffer(offer))
-                .map_err(|_| anyhow::anyhow!("participant {index} stopped"))?;
-            let answer = loop {
-                let (from, answer) =
-                    tokio::time::timeout(Duration::from_secs(10), answer_rx.recv())
-                        .await
-                        .context("a participant did not answer Janus's offer")?
-                        .context("participants stopped")?;
-                if from == index {
-                    break answer;
-                }
-            };
-            janus
-                .message(
-                    handle,
-                    serde_json::json!({"request": "start"}),
-                    Some(serde_json::json!({"type": "answer", "sdp": answer, "trickle": false})),
-                )
+        for (index, at, own) in seats {
+            let others: Vec<u64> = feeds.iter().copied().filter(|f| Some(*f) != own).collect();
+            let control = members[at].control.clone();
+            let handle = joiner
+                .subscribe(room_number, &others, index, &control, &mut answer_rx)
                 .await?;
+            members[at].hang_up = joiner.hang_up(handle);
         }
     }
     Ok(Joined {
         watch,
         rss_before,
-        tasks,
-        controls,
-        counter: Forwarded::Arrivals(live.clone()),
+        members,
+        rejoin: Some(Box::new(move |room, index| {
+            Box::pin(joiner.clone().one_receiver(room, index))
+        })),
+        counter: Forwarded::Arrivals(common.live.clone()),
         server: Box::new(process),
     })
+}
+
+/// One receiver leaves (its task ends, the server is told) and a newcomer
+/// joins the same room.
+async fn churn_one(joined: &mut Joined) -> anyhow::Result<()> {
+    let Some(rejoin) = &joined.rejoin else {
+        return Ok(());
+    };
+    let Some(at) = joined
+        .members
+        .iter()
+        .position(|m| !m.publishes && !m.leave.is_cancelled())
+    else {
+        bail!("churn needs receivers (--subscribers) to replace");
+    };
+    let leaving = &mut joined.members[at];
+    leaving.leave.cancel();
+    if let Some(hang_up) = leaving.hang_up.take() {
+        hang_up().await;
+    }
+    let room = leaving.room;
+    let index = joined.members.len();
+    let newcomer = rejoin(room, index).await?;
+    let _ = newcomer.control.send(Control::ResetStats);
+    joined.members.push(newcomer);
+    Ok(())
 }
 
 /// Warm-up, then the measured window, sampled every second.
@@ -741,7 +959,7 @@ async fn measure(
     cli: &Cli,
     scenario: &Scenario,
     server: Server,
-    joined: &Joined,
+    joined: &mut Joined,
     live: &LiveCounters,
     progress: Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<report::Measured> {
@@ -752,8 +970,8 @@ async fn measure(
     let forwarded0 = joined.counter.read().await.unwrap_or(0.0);
     let received0 = live.received.load(Ordering::Relaxed);
     // Receivers forget the warm-up: loss and latency describe the window only.
-    for tx in &joined.controls {
-        let _ = tx.send(Control::ResetStats);
+    for member in &joined.members {
+        let _ = member.control.send(Control::ResetStats);
     }
     let window_start = Instant::now();
     let mut timeline = Vec::new();
@@ -763,8 +981,15 @@ async fn measure(
         bar.set_position(0);
     }
     let mut last = (window_start, cpu0, forwarded0, received0);
+    let mut churned = 0usize;
     for second in 0..scenario.duration_s {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+        // Churn: the longest-staying receivers leave, as many newcomers join their rooms.
+        for _ in 0..scenario.churn_per_second {
+            churn_one(joined).await?;
+            churned += 1;
+        }
+        tokio::time::sleep_until(tick).await;
         let now = Instant::now();
         let (cpu, _) = watch.cpu_seconds();
         let forwarded = joined.counter.read().await.unwrap_or(last.2);
@@ -800,6 +1025,7 @@ async fn measure(
         bar.finish_and_clear();
     }
     Ok(report::Measured {
+        churned,
         window,
         sfu_cpu_s: cpu1 - cpu0,
         worker_cpu_s: worker1 - worker0,

@@ -212,6 +212,20 @@ impl ControlClient {
         Ok(())
     }
 
+    /// End a participant's session (they left).
+    pub async fn remove_session(
+        &self,
+        participant: proto::ids::ParticipantId,
+    ) -> anyhow::Result<()> {
+        self.http
+            .delete(format!("{}/v1/sessions/{participant}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// The SFU's Prometheus counter `name`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = self

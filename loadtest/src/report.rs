@@ -15,6 +15,8 @@ pub struct Scenario {
     pub video: bool,
     pub simulcast: bool,
     pub screen_share: bool,
+    /// Receivers replaced each second of the window.
+    pub churn_per_second: usize,
     pub video_kbps: u64,
     pub duration_s: u64,
     pub loss_percent: f64,
@@ -36,6 +38,8 @@ pub struct Sample {
 
 /// What the orchestrator measured around the window.
 pub struct Measured {
+    /// Receivers that left (and were replaced) during the window.
+    pub churned: usize,
     pub window: Duration,
     pub sfu_cpu_s: f64,
     pub worker_cpu_s: f64,
@@ -97,6 +101,8 @@ pub struct RunResult {
     /// The server under test: `MeetEase` or `Janus`.
     pub server: String,
     pub scenario: Scenario,
+    /// Receivers that left and were replaced during the window.
+    pub churned: usize,
     pub participants: usize,
     pub window_s: f64,
     pub received_packets: u64,
@@ -182,6 +188,7 @@ pub fn summarise(
     let count = participants.len().max(1);
     RunResult {
         server: server.to_owned(),
+        churned: measured.churned,
         scenario,
         participants: participants.len(),
         window_s,

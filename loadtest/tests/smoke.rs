@@ -205,3 +205,33 @@ fn namespaces() -> Vec<String> {
     names.sort();
     names
 }
+
+/// Churn: receivers leave during the window (signaling is told) and newcomers
+/// join the room through signaling and get media.
+#[test]
+fn churn_replaces_receivers_during_the_window() {
+    let out = out_dir("churn");
+    let result = run(
+        &[
+            "--publishers",
+            "1",
+            "--subscribers",
+            "2",
+            "--video",
+            "--churn",
+            "1",
+            "--duration",
+            "3",
+            "--warmup",
+            "2",
+        ],
+        &out,
+    );
+    let r = &result[0];
+    assert_eq!(r["churned"], 3, "{r}");
+    assert_eq!(r["participants"], 3 + 3, "{r}");
+    // The newcomers got media too: a join time for every receiver that ever joined
+    // (the publisher receives nothing in a one-publisher room).
+    assert_eq!(r["join_time"]["samples"], 5, "{r}");
+    let _ = std::fs::remove_dir_all(out);
+}
