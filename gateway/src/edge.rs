@@ -127,6 +127,11 @@ impl EdgeConfig {
     }
 }
 
+/// Tokens remembered as verified at most (about 1 KiB each).
+const VERIFIED_TOKENS: usize = 50_000;
+/// How long a verified signature is remembered at most.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+
 /// The shared state of the pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct Edge {
@@ -141,6 +146,8 @@ struct EdgeInner {
     limiter: Arc<dyn RateLimiter>,
     /// With Redis: address limits, revocation and user limit in one round trip.
     combined: Option<EdgeCheck>,
+    /// Tokens whose signature already verified (used with `combined`).
+    verified: identity::VerifiedTokens,
     config: EdgeConfig,
     requests: Arc<Semaphore>,
     tunnels: Arc<Semaphore>,
@@ -172,6 +179,11 @@ impl Edge {
                 verifier,
                 limiter,
                 combined,
+                verified: identity::VerifiedTokens::new(
+                    VERIFIED_TOKENS,
+                    VERIFIED_FOR,
+                    config.token_leeway,
+                ),
                 requests: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
                 tunnels: Arc::new(Semaphore::new(config.max_tunnels.max(1))),
                 config,
@@ -312,7 +324,7 @@ async fn pipeline(
     let checked = match (&edge.inner.combined, bearer) {
         // Redis: the signature first (no I/O), then one round trip for the
         // address limits, the revocation and the user's limit.
-        (Some(combined), Some(token)) => match edge.inner.verifier.verify_signed(token).await {
+        (Some(combined), Some(token)) => match verify_signed(edge, token).await {
             Ok(claims) => combined_check(edge, combined, route, &address, claims).await,
             Err(err) => bad_token(edge, route, &address, err).await,
         },
@@ -339,7 +351,16 @@ async fn pipeline(
 }
 
 /// The caller (when known) and the rate-limit decision to show, or the refusal.
-type Checked = Result<(Option<AccessClaims>, Option<Decision>), Response>;
+type Checked = Result<(Option<Arc<AccessClaims>>, Option<Decision>), Response>;
+
+/// Signature and claims, from the cache of tokens already verified when there.
+async fn verify_signed(edge: &Edge, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+    if let Some(claims) = edge.inner.verified.get(token) {
+        return Ok(claims);
+    }
+    let claims = edge.inner.verifier.verify_signed(token).await?;
+    Ok(edge.inner.verified.put(token, claims))
+}
 
 fn tighter(shown: Option<Decision>, decisions: &[Decision]) -> Option<Decision> {
     decisions
@@ -376,12 +397,12 @@ async fn separate_checks(
             return Err(edge.refuse("unauthenticated", TokenError::Missing.into()));
         }
         (Access::Token, Some(token)) => match edge.inner.verifier.verify(token).await {
-            Ok(claims) => Some(claims),
+            Ok(claims) => Some(Arc::new(claims)),
             Err(err) => return Err(refuse_token(edge, err)),
         },
         // A public route: the user is forwarded when the token is good, and the
         // token goes on untouched either way (the service decides what it means).
-        (Access::Public, Some(token)) => edge.inner.verifier.verify(token).await.ok(),
+        (Access::Public, Some(token)) => edge.inner.verifier.verify(token).await.ok().map(Arc::new),
         (Access::Public, None) => None,
     };
     if let Some(claims) = &claims
@@ -417,7 +438,7 @@ async fn combined_check(
     combined: &EdgeCheck,
     route: Route,
     address: &[(String, Quota)],
-    claims: AccessClaims,
+    claims: Arc<AccessClaims>,
 ) -> Checked {
     let user = (format!("user:{}", claims.sub), edge.config().per_user);
     let answer = match combined.run(address, user, &claims).await {

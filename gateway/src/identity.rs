@@ -195,3 +195,135 @@ pub mod failover {
         }
     }
 }
+
+/// Tokens whose signature and claims were verified, so a client sending the same
+/// token again (every request of a session does) skips the Ed25519 check and the
+/// JWT parsing — measured at about a fifth of the gateway's CPU per authenticated
+/// request. Revocation is still checked on every request; only the signature is
+/// remembered.
+///
+/// An entry lives until the token expires (with the verifier's leeway) and at most
+/// `ttl`, so a key pulled from the JWKS in an emergency stops being honoured
+/// within `ttl`. Keyed by the whole token (SipHash: a client cannot aim at a
+/// collision); at most `capacity` entries — when full it is emptied, which costs
+/// one verification per active token. Only tokens that verified are stored.
+pub struct VerifiedTokens {
+    // A std mutex is right here: held for one lookup or insert, never across `.await`.
+    entries: std::sync::Mutex<std::collections::HashMap<Box<str>, Verified>>,
+    capacity: usize,
+    ttl: std::time::Duration,
+    leeway: std::time::Duration,
+}
+
+struct Verified {
+    claims: std::sync::Arc<AccessClaims>,
+    until: std::time::Instant,
+}
+
+impl VerifiedTokens {
+    pub fn new(capacity: usize, ttl: std::time::Duration, leeway: std::time::Duration) -> Self {
+        Self {
+            entries: Default::default(),
+            capacity,
+            ttl,
+            leeway,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, Verified>> {
+        // Poisoning only means a panic between map operations; the map is valid.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The claims of `token` if it verified before and has not expired since.
+    pub fn get(&self, token: &str) -> Option<std::sync::Arc<AccessClaims>> {
+        let mut entries = self.lock();
+        let entry = entries.get(token)?;
+        let unexpired = unix_now() < entry.claims.exp.saturating_add(self.leeway.as_secs());
+        if unexpired && std::time::Instant::now() < entry.until {
+            return Some(entry.claims.clone());
+        }
+        entries.remove(token);
+        None
+    }
+
+    /// Remember that `token` verified with `claims`.
+    pub fn put(&self, token: &str, claims: AccessClaims) -> std::sync::Arc<AccessClaims> {
+        let claims = std::sync::Arc::new(claims);
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(
+            token.into(),
+            Verified {
+                claims: claims.clone(),
+                until: std::time::Instant::now() + self.ttl,
+            },
+        );
+        claims
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod verified_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn claims(exp: u64) -> AccessClaims {
+        AccessClaims {
+            sub: proto::ids::UserId::new(),
+            sid: uuid::Uuid::new_v4(),
+            jti: uuid::Uuid::new_v4(),
+            iss: "meetease".into(),
+            aud: "meetease".into(),
+            iat: 0,
+            nbf: 0,
+            exp,
+            email: "a@example.com".into(),
+            email_verified: true,
+            name: "A".into(),
+        }
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires_or_its_time_is_up() {
+        let cache = VerifiedTokens::new(10, Duration::from_secs(60), Duration::ZERO);
+        let live = claims(unix_now() + 600);
+        cache.put("live", live.clone());
+        assert_eq!(*cache.get("live").unwrap(), live);
+        assert!(cache.get("other").is_none());
+
+        cache.put("expired", claims(unix_now() - 1));
+        assert!(cache.get("expired").is_none(), "past exp");
+
+        let short = VerifiedTokens::new(10, Duration::ZERO, Duration::ZERO);
+        short.put("live", live);
+        assert!(short.get("live").is_none(), "past the cache's own limit");
+        assert!(short.is_empty(), "dropped when found stale");
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let cache = VerifiedTokens::new(2, Duration::from_secs(60), Duration::ZERO);
+        for token in ["a", "b", "c"] {
+            cache.put(token, claims(unix_now() + 600));
+        }
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get("c").is_some());
+    }
+}
