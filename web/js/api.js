@@ -143,6 +143,28 @@ export async function signIn({ email, password }) {
   return saveSession(tokens);
 }
 
+// Sign-in with an OpenID provider: the browser goes to the start URL, the
+// provider sends it back to auth, auth to the app with a one-time code in the
+// fragment (#oauth_code=…), which is exchanged here for the usual tokens.
+
+/** The names of the providers auth offers ([] when none is configured). */
+export async function oauthProviders() {
+  const data = await raw('GET', '/api/v1/auth/oauth/providers');
+  const list = Array.isArray(data && data.providers) ? data.providers : [];
+  return list.map((p) => (typeof p === 'string' ? p : p && p.name)).filter((name) => typeof name === 'string' && name);
+}
+
+/** Where the browser goes to sign in with `provider` (a page load, not a fetch). */
+export function oauthStartUrl(provider) {
+  return `/api/v1/auth/oauth/${encodeURIComponent(provider)}/start`;
+}
+
+/** Trade a finished provider sign-in's one-time code for a session. */
+export async function exchangeOauthCode(code) {
+  const tokens = await raw('POST', '/api/v1/auth/oauth/exchange', { code });
+  return saveSession(tokens);
+}
+
 export async function signOut() {
   const session = currentSession();
   if (session) {

@@ -1,7 +1,9 @@
 // The app shell: a small client-side router over history.pushState.
 import { currentSession, signOut, userName } from './api.js';
 import { h, mount } from './dom.js';
-import { renderForgot, renderReset, renderSignIn, renderSignUp } from './views/auth.js';
+import {
+  completeOauthSignIn, renderForgot, renderReset, renderSignIn, renderSignUp,
+} from './views/auth.js';
 import { renderDashboard } from './views/dashboard.js';
 import { renderHome } from './views/home.js';
 import { renderMeetingPage } from './views/meeting.js';
@@ -44,6 +46,8 @@ function render() {
   }
   cleanup = null;
   renderTopbar();
+  // Back from an OpenID provider (#oauth_code=… or #oauth_error=…).
+  if (completeOauthSignIn(main)) return;
   const path = location.pathname;
   for (const route of routes) {
     const match = path.match(route.path);

@@ -6,7 +6,8 @@
 #   web/tests/run.sh e2e/pages.test.mjs   only some test files
 #   UPDATE_SCREENSHOTS=1 web/tests/run.sh  also refresh docs/screenshots/*.png
 #
-# It installs Chromium (apt) and playwright-core (npm ci) when missing; it never
+# It installs Chromium (apt), playwright-core (npm ci) and the OpenID provider of
+# auth's tests (npm ci in auth/tests/oidc) when missing; it never
 # downloads a browser of its own.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +31,13 @@ fi
 
 say "npm ci (web/tests)"
 npm ci --no-audit --no-fund --loglevel=error
+
+# e2e/oauth.test.mjs runs auth's test OpenID provider (oidc-provider, from its lockfile).
+if [ ! -f "$repo/auth/tests/oidc/node_modules/oidc-provider/package.json" ]; then
+  say "npm ci (auth/tests/oidc)"
+  (cd "$repo/auth/tests/oidc" && npm ci --no-audit --no-fund --loglevel=error) \
+    || die "could not install auth/tests/oidc's npm packages (npm ci in auth/tests/oidc)"
+fi
 
 say "web client tests"
 if [ $# -gt 0 ]; then

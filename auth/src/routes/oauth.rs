@@ -136,12 +136,49 @@ pub async fn providers(State(state): State<AppState>) -> Json<serde_json::Value>
     Json(json!({ "providers": state.oidc.names() }))
 }
 
+/// Whether a request is a browser's page navigation (it asks for HTML): a
+/// refusal then goes back to the web client rather than showing raw JSON.
+fn is_navigation(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// A refusal of `start` or `callback`: JSON for an API client; for a browser, 303
+/// to `{return_url}#oauth_error=<code>` (the code only: the web client words it),
+/// the flow cookie cleared.
+fn refusal(state: &AppState, headers: &HeaderMap, err: ApiError) -> Result<Response, ApiError> {
+    if !is_navigation(headers) {
+        return Err(err);
+    }
+    tracing::info!(code = %err.code, message = %err.message, "OpenID sign-in refused");
+    let mut response = see_other(&format!(
+        "{}#oauth_error={}",
+        state.settings.oauth.return_url,
+        err.code.as_str()
+    ))?;
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(state, "", 0)?);
+    Ok(response)
+}
+
 /// `GET /api/v1/auth/oauth/{provider}/start`
 pub async fn start(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let provider = lookup(&state, &name)?;
+    match start_flow(&state, name).await {
+        Err(err) => refusal(&state, &headers, err),
+        ok => ok,
+    }
+}
+
+async fn start_flow(state: &AppState, name: String) -> Result<Response, ApiError> {
+    let provider = lookup(state, &name)?;
     let discovery = state
         .oidc
         .discovery(&provider)
@@ -167,7 +204,7 @@ pub async fn start(
         &[
             ("response_type", "code"),
             ("client_id", config.client_id.as_str()),
-            ("redirect_uri", redirect_uri(&state, &name).as_str()),
+            ("redirect_uri", redirect_uri(state, &name).as_str()),
             ("scope", config.scope().as_str()),
             ("state", flow_state.expose()),
             ("nonce", nonce.expose()),
@@ -179,7 +216,7 @@ pub async fn start(
     let mut response = see_other(url.as_str())?;
     response.headers_mut().insert(
         header::SET_COOKIE,
-        cookie(&state, browser.expose(), FLOW_TTL.as_secs())?,
+        cookie(state, browser.expose(), FLOW_TTL.as_secs())?,
     );
     Ok(response)
 }
@@ -200,7 +237,19 @@ pub async fn callback(
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Result<Response, ApiError> {
-    let provider = lookup(&state, &name)?;
+    match finish_flow(&state, name, &headers, query).await {
+        Err(err) => refusal(&state, &headers, err),
+        ok => ok,
+    }
+}
+
+async fn finish_flow(
+    state: &AppState,
+    name: String,
+    headers: &HeaderMap,
+    query: CallbackQuery,
+) -> Result<Response, ApiError> {
+    let provider = lookup(state, &name)?;
     let presented = query
         .state
         .as_deref()
@@ -221,7 +270,7 @@ pub async fn callback(
         ));
     }
     let same_browser =
-        flow_cookie(&headers).is_some_and(|c| OpaqueToken::hash_presented(c) == flow.browser_hash);
+        flow_cookie(headers).is_some_and(|c| OpaqueToken::hash_presented(c) == flow.browser_hash);
     if !same_browser {
         return Err(invalid_state(
             "this sign-in was started in another browser; start again",
@@ -267,7 +316,7 @@ pub async fn callback(
             &discovery,
             code,
             &flow.code_verifier,
-            &redirect_uri(&state, &name),
+            &redirect_uri(state, &name),
         )
         .await
         .map_err(provider_error)?;
@@ -330,14 +379,14 @@ pub async fn callback(
     }
     let email = email.and_then(|e| Email::parse(&e).ok());
     let (user, outcome, login_code) =
-        sign_in(&state, &name, &claims.sub, email, verified, display).await?;
+        sign_in(state, &name, &claims.sub, email, verified, display).await?;
     if let OidcOutcome::Linked { revoked } = &outcome
         && !revoked.is_empty()
     {
         state.revocations.sessions_revoked(revoked).await;
     }
     tracing::info!(provider = %name, user = %user.id, ?outcome, "signed in with a provider");
-    user_redirect(&state, &login_code)
+    user_redirect(state, &login_code)
 }
 
 /// The last step of the callback, split out: store, then the redirect's code.

@@ -2,7 +2,9 @@
 //! and a hostile one for ID tokens a real provider would never send.
 
 use crate::helpers::{Backend, PASSWORD, unique_email};
-use crate::oidc_harness::{Browser, OauthApp, login_code, query_param, spawn_oauth_app};
+use crate::oidc_harness::{
+    Browser, OauthApp, RETURN_URL, login_code, query_param, spawn_oauth_app,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Row;
@@ -31,6 +33,7 @@ with_provider!(
     a_state_works_once_only_in_its_browser_and_not_after_it_expires,
     provider_errors_unknown_providers_and_foreign_codes_are_refused,
     id_tokens_with_another_issuer_audience_or_nonce_are_refused,
+    a_browser_is_sent_back_to_the_web_client_with_the_refusal_code,
 );
 
 fn account(email: &str) -> String {
@@ -362,4 +365,65 @@ async fn id_tokens_with_another_issuer_audience_or_nonce_are_refused(app: OauthA
             }
         }
     }
+}
+
+async fn a_browser_is_sent_back_to_the_web_client_with_the_refusal_code(app: OauthApp) {
+    let browser = Browser::new();
+    let back_with = |code: &str| format!("{RETURN_URL}#oauth_error={code}");
+    // Unknown provider, at both ends; a provider that does not answer.
+    for (path, code) in [
+        ("/api/v1/auth/oauth/nosuch/start", "unknown_provider"),
+        (
+            "/api/v1/auth/oauth/nosuch/callback?code=a&state=b",
+            "unknown_provider",
+        ),
+        ("/api/v1/auth/oauth/down/start", "provider_unavailable"),
+        (
+            "/api/v1/auth/oauth/local/callback?code=a&state=b",
+            "invalid_oauth_state",
+        ),
+    ] {
+        let step = browser.navigate(&app.url(path)).await;
+        assert_eq!(step.status, StatusCode::SEE_OTHER, "{path} {:?}", step.body);
+        assert_eq!(step.location.as_deref(), Some(back_with(code).as_str()));
+    }
+
+    // The person says no at the provider: the callback sends the browser back to
+    // the web client with the code, and ends the flow's cookie.
+    let started = app.start(&browser, "local").await;
+    let callback = app
+        .at_provider(&browser, &started.location.unwrap(), "", true)
+        .await;
+    let denied = browser.navigate(&callback).await;
+    assert_eq!(denied.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        denied.location.as_deref(),
+        Some(back_with("oauth_provider_error").as_str())
+    );
+    assert!(
+        !browser
+            .cookies
+            .lock()
+            .unwrap()
+            .contains_key("meetease_oauth")
+    );
+
+    // A successful sign-in navigated to by a browser still ends with its code.
+    let email = unique_email();
+    let started = browser
+        .navigate(&app.url("/api/v1/auth/oauth/local/start"))
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    let callback = app
+        .at_provider(
+            &browser,
+            &started.location.unwrap(),
+            &account(&email),
+            false,
+        )
+        .await;
+    let back = browser.navigate(&callback).await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER, "{:?}", back.body);
+    let tokens = app.exchange(&login_code(&back)).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{:?}", tokens.body);
 }

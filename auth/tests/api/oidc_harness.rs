@@ -256,6 +256,17 @@ impl Browser {
     }
 
     pub async fn get(&self, url: &str) -> Step {
+        self.request(url, None).await
+    }
+
+    /// A page navigation: what a real browser sends when it follows a link or a
+    /// redirect (`Accept: text/html…`).
+    pub async fn navigate(&self, url: &str) -> Step {
+        self.request(url, Some("text/html,application/xhtml+xml,*/*;q=0.8"))
+            .await
+    }
+
+    async fn request(&self, url: &str, accept: Option<&str>) -> Step {
         let cookie = {
             let jar = self.cookies.lock().unwrap();
             jar.iter()
@@ -266,6 +277,9 @@ impl Browser {
         let mut request = self.client.get(url);
         if !cookie.is_empty() {
             request = request.header("cookie", cookie);
+        }
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
         }
         let response = request.send().await.expect("the server answers");
         let status = response.status();

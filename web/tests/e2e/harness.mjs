@@ -3,6 +3,7 @@
 // microphone. Every process started here is stopped by its PID.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, mkdirSync, copyFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -46,16 +47,17 @@ export function chromiumPath() {
 }
 
 /**
- * Start `target/debug/meetease` with every port 0 and a fresh data folder.
+ * Start `target/debug/meetease` with every port 0 (the gateway's `gatewayPort`
+ * when given) and a fresh data folder.
  * Resolves to {url, addrs, pid, stop(), logs()} once it prints its banner.
  */
-export async function startPlatform({ env = {} } = {}) {
+export async function startPlatform({ env = {}, gatewayPort = 0 } = {}) {
   if (process.env.E2E_MOCK === '1') return startMockPlatform();
   const bin = process.env.MEETEASE_BIN || path.join(REPO, 'target', 'debug', 'meetease');
   if (!existsSync(bin)) throw new Error(`${bin} is missing: build it first (cargo build -p meetease)`);
   const dataDir = mkdtempSync(path.join(tmpdir(), 'meetease-e2e-'));
   const args = [];
-  for (const s of SERVICES) args.push(`--${s}-port`, '0');
+  for (const s of SERVICES) args.push(`--${s}-port`, s === 'gateway' ? String(gatewayPort) : '0');
   args.push('--sfu-udp-port', '0', '--data-dir', dataDir, '--web-dir', WEB_DIR);
   const childEnv = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...env };
   for (const v of ['DATABASE_URL', 'REDIS_URL', 'AMQP_URL', 'GATEWAY_PORT', 'MEETEASE_DATA_DIR', 'MEETEASE_WEB_DIR']) {
@@ -122,6 +124,80 @@ export async function startPlatform({ env = {} } = {}) {
         clearTimeout(timer);
       }
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A port free on 127.0.0.1 right now (for a URL some setting must name before a start). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The real OpenID provider of auth's tests (auth/tests/oidc/provider.mjs, the npm
+ * package oidc-provider; scripts/test runs `npm ci` there) on an ephemeral port,
+ * accepting `redirectUris`. Its client is `meetease` / `meetease-test-secret`; its
+ * interaction page signs in whoever `?account=<email>` names, `?deny=1` refuses.
+ * Resolves to {issuer, pid, stop()}.
+ */
+export async function startOidcProvider(redirectUris) {
+  const dir = path.join(REPO, 'auth', 'tests', 'oidc');
+  if (!existsSync(path.join(dir, 'node_modules', 'oidc-provider', 'package.json'))) {
+    throw new Error(`the OpenID provider's npm packages are missing: run \`npm ci\` in ${dir} (scripts/test does it)`);
+  }
+  const child = spawn(process.execPath, ['provider.mjs'], {
+    cwd: dir,
+    env: { ...process.env, REDIRECT_URIS: JSON.stringify(redirectUris) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  process.once('exit', killOnExit);
+  const stderr = [];
+  createInterface({ input: child.stderr }).on('line', (line) => stderr.push(line));
+  const issuer = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the OpenID provider did not start within 20 s:\n${stderr.join('\n')}`)), 20_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the OpenID provider exited with ${code}:\n${stderr.join('\n')}`));
+    });
+    createInterface({ input: child.stdout }).once('line', (line) => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(line).issuer);
+      } catch {
+        reject(new Error(`the OpenID provider printed ${line}`));
+      }
+    });
+  });
+  child.removeAllListeners('exit');
+  return {
+    issuer,
+    pid: child.pid,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        process.kill(child.pid, 'SIGTERM');
+        const timer = setTimeout(() => {
+          if (child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+        }, 5_000);
+        await exited;
+        clearTimeout(timer);
+      }
     },
   };
 }

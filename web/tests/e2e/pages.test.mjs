@@ -23,11 +23,16 @@ describe('pages', () => {
     await page.goto('/');
     await page.getByRole('heading', { name: 'Meetings that work in any browser' }).waitFor();
     await page.getByRole('link', { name: 'Sign up', exact: true }).waitFor();
+    const providers = page.waitForResponse((r) => r.url().endsWith('/api/v1/auth/oauth/providers'));
     await page.getByRole('link', { name: 'Sign in', exact: true }).click();
     await page.waitForURL('**/signin');
     await page.getByLabel('Email', { exact: true }).waitFor();
     await page.getByLabel('Password', { exact: true }).waitFor();
     await page.getByRole('button', { name: 'Sign in', exact: true }).waitFor();
+    // This launcher has no OpenID provider: no "Continue with …" (e2e/oauth.test.mjs has one).
+    assert.deepEqual(await (await providers).json(), { providers: [] });
+    assert.equal(await page.getByRole('link', { name: /^Continue with/ }).count(), 0);
+    assert.equal(await page.getByRole('group', { name: 'Other ways to sign in' }).isVisible(), false);
     assert.deepEqual(errors.filter((e) => !e.includes('Failed to load resource')), []);
     await context.close();
   });

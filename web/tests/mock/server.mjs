@@ -85,6 +85,8 @@ export async function startMock({ port = 0, launchSfuPage } = {}) {
       return json(res, 200, tokens(user));
     }
     if (p === '/api/v1/auth/logout') return json(res, 204);
+    // No OpenID providers in the mock.
+    if (p === '/api/v1/auth/oauth/providers' && req.method === 'GET') return json(res, 200, { providers: [] });
     const user = authUser(req);
     if (p === '/api/v1/meetings' && req.method === 'POST') {
       if (!user) return error(res, 401, 'unauthenticated', 'sign in');
