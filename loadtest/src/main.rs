@@ -474,6 +474,32 @@ impl ControlJoin {
     }
 }
 
+/// Join every seat of every room in order, at the configured rate.
+async fn join_seats(
+    cli: &Cli,
+    scenario: &Scenario,
+    progress: &Option<indicatif::ProgressBar>,
+    one: impl Fn(usize, usize, usize) -> LocalBoxFuture<'static, anyhow::Result<Member>>,
+) -> anyhow::Result<Vec<Member>> {
+    let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
+    let mut members = Vec::new();
+    for room in 0..scenario.rooms {
+        for seat in 0..(scenario.publishers + scenario.subscribers) {
+            members.push(one(room, seat, members.len()).await?);
+            if let Some(bar) = progress {
+                bar.inc(1);
+            }
+            tokio::time::sleep(join_gap).await;
+            // Publishers must be connected before receivers join, so their
+            // tracks are in the receivers' first offer: give the first ones time.
+            if seat + 1 == scenario.publishers {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    Ok(members)
+}
+
 async fn join_meetease(
     cli: &Cli,
     common: Common,
@@ -537,24 +563,10 @@ async fn join_meetease(
         answers: answer_tx,
         common,
     };
-    let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
-    let mut members = Vec::new();
-    let mut index = 0;
-    for room in 0..scenario.rooms {
-        for seat in 0..(scenario.publishers + scenario.subscribers) {
-            members.push(joiner.clone().one(room, seat, index).await?);
-            index += 1;
-            if let Some(bar) = progress {
-                bar.inc(1);
-            }
-            tokio::time::sleep(join_gap).await;
-            // Publishers must be connected before receivers join, so their
-            // tracks are in the receivers' first offer: give the first ones time.
-            if seat + 1 == scenario.publishers {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
+    let members = join_seats(cli, &scenario, progress, |room, seat, index| {
+        Box::pin(joiner.clone().one(room, seat, index))
+    })
+    .await?;
     let receivers_seat = scenario.publishers;
     Ok(Joined {
         watch,
@@ -654,22 +666,10 @@ async fn join_platform(
         answers: answer_tx,
         common,
     };
-    let join_gap = Duration::from_secs_f64(1.0 / cli.join_rate.max(0.1));
-    let mut members = Vec::new();
-    let mut index = 0;
-    for room in 0..scenario.rooms {
-        for seat in 0..size {
-            members.push(joiner.clone().one(room, seat, index).await?);
-            index += 1;
-            if let Some(bar) = progress {
-                bar.inc(1);
-            }
-            tokio::time::sleep(join_gap).await;
-            if seat + 1 == scenario.publishers {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
+    let members = join_seats(cli, &scenario, progress, |room, seat, index| {
+        Box::pin(joiner.clone().one(room, seat, index))
+    })
+    .await?;
     let control = ControlClient::new(format!("http://{}", platform.sfu), String::new());
     let receivers_seat = scenario.publishers;
     Ok(Joined {
