@@ -163,6 +163,8 @@ pub struct Participant {
     lean: bool,
     /// Extended-sequence state per incoming SSRC in lean mode.
     lean_seq: HashMap<u32, (u16, u64)>,
+    /// Lean mode: the smallest transit time seen per SSRC (µs, arbitrary origin).
+    lean_base: HashMap<u32, i64>,
     /// The subscriber's latest ingress stats per (mid, rid): NACKs, PLIs, jitter in ms.
     ingress: HashMap<(Mid, Option<Rid>), (u64, u64, f64)>,
     /// NACK and PLI counts at the end of the warm-up, subtracted at the end.
@@ -225,6 +227,7 @@ impl Participant {
             sfu_addrs: Vec::new(),
             lean,
             lean_seq: HashMap::new(),
+            lean_base: HashMap::new(),
             ingress: HashMap::new(),
             ingress_base: HashMap::new(),
             next_timeout: [now; 2],
@@ -599,16 +602,17 @@ impl Participant {
         if delta > 0 {
             *entry = (seq, extended);
         }
-        // The publisher stamps RTP time from the shared epoch; the SFU keeps it
-        // until a layer switch shifts it, so this is latency within a frame gap.
+        // The publisher stamps RTP time from the shared epoch, but a server may
+        // rebase timestamps per subscriber (Janus does; MeetEase keeps them), so
+        // the absolute offset is unknown here. What a lean receiver measures is
+        // the delay above the fastest packet of the stream so far: queueing in
+        // the server, which is what grows when it saturates.
         let now_ticks =
             (now.saturating_duration_since(self.epoch).as_secs_f64() * clock) as u64 as u32;
-        let latency_us = (f64::from(now_ticks.wrapping_sub(timestamp)) / clock * 1e6) as u64;
-        let latency_us = if latency_us > 10_000_000 {
-            0
-        } else {
-            latency_us
-        };
+        let transit_us = (f64::from(now_ticks.wrapping_sub(timestamp) as i32) / clock * 1e6) as i64;
+        let base = self.lean_base.entry(ssrc).or_insert(transit_us);
+        *base = (*base).min(transit_us);
+        let latency_us = (transit_us - *base) as u64;
         if self.first_media_at.is_none() {
             self.first_media_at = Some(now);
         }
