@@ -724,6 +724,7 @@ impl JanusJoin {
         if feeds.is_empty() {
             return Ok(None);
         }
+        let _ = control.send(Control::StartJoinClock);
         let handle = self.janus.attach().await?;
         let streams: Vec<_> = feeds
             .iter()

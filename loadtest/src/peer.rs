@@ -136,6 +136,9 @@ pub enum Control {
     SubscriberOffer(String),
     /// Forget what was received so far (the warm-up is over).
     ResetStats,
+    /// Join time counts from now: the request that will bring media is being
+    /// made (Janus subscriptions come after everyone is created).
+    StartJoinClock,
 }
 
 pub struct Participant {
@@ -391,6 +394,7 @@ impl Participant {
                             let _ = answers.send((self.index, answer));
                         }
                     }
+                    Some(Control::StartJoinClock) => self.mark_joining(),
                     Some(Control::ResetStats) => {
                         self.rx.clear();
                         self.ingress_base = self
