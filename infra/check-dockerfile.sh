@@ -236,6 +236,7 @@ STATIC_OR_FOREIGN_SYS = {
     "libsqlite3-sys": "SQLite bundled by sqlx's sqlite feature",
     "linux-raw-sys": "no library: raw syscalls",
     "core-foundation-sys": "macOS only", "system-configuration-sys": "macOS only",
+    "security-framework-sys": "macOS only (rustls-platform-verifier)",
     "jni-sys": "Android only", "windows-sys": "Windows only",
     "js-sys": "wasm only", "web-sys": "wasm only",
 }
