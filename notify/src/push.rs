@@ -44,9 +44,6 @@ pub const MAX_ENDPOINT_LEN: usize = 2048;
 pub const MAX_SUBSCRIPTIONS_PER_USER: i64 = 20;
 /// VAPID JWTs are valid this long (RFC 8292 allows at most 24 h).
 pub const JWT_LIFETIME_SECS: i64 = 12 * 3600;
-/// How long a claimed row is reserved for the sender that claimed it.
-const LEASE_MS: i64 = 60_000;
-
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -467,14 +464,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
-        let pause = match send_due(&db, &pusher, &config).await {
-            Ok(n) if n > 0 => Duration::ZERO,
-            Ok(_) => Duration::from_millis(500),
-            Err(err) => {
-                tracing::warn!(%err, "push queue unavailable");
-                Duration::from_secs(2)
-            }
-        };
+        let pause = crate::sender::pause_after(send_due(&db, &pusher, &config).await, "push");
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = wake.notified() => {}
@@ -498,16 +488,8 @@ pub async fn send_due(db: &Db, pusher: &Pusher, config: &Config) -> Result<usize
         let subscription: String = row.try_get("subscription_id")?;
         let due_at: i64 = row.try_get("due_at")?;
         let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
-        let claimed = sqlx::query(
-            "UPDATE push_queue SET due_at = $1, attempts = $2 WHERE id = $3 AND due_at = $4 AND sent_at IS NULL",
-        )
-        .bind(now + LEASE_MS)
-        .bind(attempts)
-        .bind(&id)
-        .bind(due_at)
-        .execute(db.pool())
-        .await?;
-        if claimed.rows_affected() != 1 {
+        if !crate::sender::claim(db, crate::sender::Queue::Push, &id, due_at, attempts, now).await?
+        {
             continue;
         }
         handled += 1;

@@ -24,6 +24,58 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The delivery queues that share the lease-claim scheme.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Queue {
+    Mail,
+    Push,
+}
+
+impl Queue {
+    fn claim_sql(self) -> &'static str {
+        match self {
+            Queue::Mail => {
+                "UPDATE mail_queue SET due_at = $1, attempts = $2 WHERE id = $3 AND due_at = $4 AND sent_at IS NULL"
+            }
+            Queue::Push => {
+                "UPDATE push_queue SET due_at = $1, attempts = $2 WHERE id = $3 AND due_at = $4 AND sent_at IS NULL"
+            }
+        }
+    }
+}
+
+/// Claim one due row of a delivery queue for `LEASE_MS`, counting the
+/// attempt. False: another sender claimed it first.
+pub(crate) async fn claim(
+    db: &Db,
+    queue: Queue,
+    id: &str,
+    due_at: i64,
+    attempts: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(queue.claim_sql())
+        .bind(now + LEASE_MS)
+        .bind(attempts)
+        .bind(id)
+        .bind(due_at)
+        .execute(db.pool())
+        .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// How long a queue worker rests after a pass that handled `handled` rows.
+pub(crate) fn pause_after(handled: Result<usize, sqlx::Error>, queue: &str) -> Duration {
+    match handled {
+        Ok(n) if n > 0 => Duration::ZERO,
+        Ok(_) => Duration::from_millis(500),
+        Err(err) => {
+            tracing::warn!(%err, "{queue} queue unavailable");
+            Duration::from_secs(2)
+        }
+    }
+}
+
 pub async fn run(
     db: Db,
     mailer: Mailer,
@@ -39,14 +91,7 @@ pub async fn run(
                 tracing::warn!(%err, "notify retention failed");
             }
         }
-        let pause = match send_due(&db, &mailer, &config).await {
-            Ok(n) if n > 0 => Duration::ZERO,
-            Ok(_) => Duration::from_millis(500),
-            Err(err) => {
-                tracing::warn!(%err, "mail queue unavailable");
-                Duration::from_secs(2)
-            }
-        };
+        let pause = pause_after(send_due(&db, &mailer, &config).await, "mail");
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = wake.notified() => {}
@@ -69,16 +114,7 @@ pub async fn send_due(db: &Db, mailer: &Mailer, config: &Config) -> Result<usize
         let id: String = row.try_get("id")?;
         let due_at: i64 = row.try_get("due_at")?;
         let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
-        let claimed = sqlx::query(
-            "UPDATE mail_queue SET due_at = $1, attempts = $2 WHERE id = $3 AND due_at = $4 AND sent_at IS NULL",
-        )
-        .bind(now + LEASE_MS)
-        .bind(attempts)
-        .bind(&id)
-        .bind(due_at)
-        .execute(db.pool())
-        .await?;
-        if claimed.rows_affected() != 1 {
+        if !claim(db, Queue::Mail, &id, due_at, attempts, now).await? {
             continue;
         }
         handled += 1;
