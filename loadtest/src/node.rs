@@ -38,28 +38,14 @@ impl SfuProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let http = loop {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("the SFU did not start within 30 s");
+        let mut http = None;
+        wait_for_start(&mut child, "the SFU", Duration::from_secs(30), |line| {
+            if let Some(addr) = line.strip_prefix("sfu listening on http://") {
+                http = Some(addr.trim().parse()?);
             }
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix("sfu listening on http://") {
-                        break addr.trim().parse()?;
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    bail!("the SFU exited before listening");
-                }
-            }
-        };
-        // Keep draining stdout so the SFU never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+            Ok(http.is_some())
+        })?;
+        let http = http.context("the SFU did not say where it listens")?;
         let clock_ticks = ProcWatch::new(0).clock_ticks;
         Ok(SfuProcess {
             child,
@@ -90,6 +76,46 @@ impl Drop for SfuProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Read a starting child's stdout, line by line, until `ready` says it is
+/// up — for at most `limit`, whatever the child does (a silent child is
+/// killed, not waited on forever). Its stdout is drained for the rest of its
+/// life, so it never blocks on a full pipe.
+pub fn wait_for_start(
+    child: &mut Child,
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut(&str) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // Once the caller stops listening, keep draining regardless.
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let outcome = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => match ready(&line) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(err) => break Err(err),
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                break Err(anyhow::anyhow!("{what} did not start within {limit:?}"));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!("{what} exited before it was ready"));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
 }
 
 /// CPU time and memory of the server under test, read from `/proc`.

@@ -14,11 +14,10 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use proto::signal::{ClientEnvelope, ClientMessage, PROTOCOL_VERSION};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -63,23 +62,16 @@ impl PlatformProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(60);
         let (mut gateway, mut signaling, mut sfu) = (None, None, None);
-        loop {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("the platform did not start within 60 s");
-            }
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if line.starts_with("MeetEase is running") {
-                        break;
-                    }
-                    let Some((name, addr)) = line.split_once(" listening on http://") else {
-                        continue;
-                    };
+        crate::node::wait_for_start(
+            &mut child,
+            "the platform",
+            Duration::from_secs(60),
+            |line| {
+                if line.starts_with("MeetEase is running") {
+                    return Ok(true);
+                }
+                if let Some((name, addr)) = line.split_once(" listening on http://") {
                     let addr: SocketAddr = addr.trim().parse()?;
                     match name {
                         "gateway" => gateway = Some(addr),
@@ -88,13 +80,9 @@ impl PlatformProcess {
                         _ => {}
                     }
                 }
-                _ => {
-                    let _ = child.kill();
-                    bail!("the platform exited before it was running");
-                }
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+                Ok(false)
+            },
+        )?;
         let (Some(gateway), Some(signaling), Some(sfu)) = (gateway, signaling, sfu) else {
             let _ = child.kill();
             bail!("the launcher did not say where the gateway, signaling and the SFU listen");
