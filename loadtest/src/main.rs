@@ -230,7 +230,7 @@ struct Joined {
     rss_before: u64,
     members: Vec<Member>,
     /// Joins a replacement when someone leaves (churn).
-    rejoin: Option<Rejoin>,
+    rejoin: Rejoin,
     counter: Forwarded,
     /// The server process (and, for Janus, its namespace): dropping it ends them.
     server: Box<dyn std::any::Any>,
@@ -572,9 +572,9 @@ async fn join_meetease(
         watch,
         rss_before,
         members,
-        rejoin: Some(Box::new(move |room, index| {
+        rejoin: Box::new(move |room, index| {
             Box::pin(joiner.clone().one(room, receivers_seat, index))
-        })),
+        }),
         counter: Forwarded::Metric(control),
         server: Box::new(sfu),
     })
@@ -676,9 +676,9 @@ async fn join_platform(
         watch,
         rss_before,
         members,
-        rejoin: Some(Box::new(move |room, index| {
+        rejoin: Box::new(move |room, index| {
             Box::pin(joiner.clone().one(room, receivers_seat, index))
-        })),
+        }),
         counter: Forwarded::Metric(control),
         server: Box::new(platform),
     })
@@ -921,9 +921,7 @@ async fn join_janus(
         watch,
         rss_before,
         members,
-        rejoin: Some(Box::new(move |room, index| {
-            Box::pin(joiner.clone().one_receiver(room, index))
-        })),
+        rejoin: Box::new(move |room, index| Box::pin(joiner.clone().one_receiver(room, index))),
         counter: Forwarded::Arrivals(common.live.clone()),
         server: Box::new(process),
     })
@@ -932,9 +930,6 @@ async fn join_janus(
 /// One receiver leaves (its task ends, the server is told) and a newcomer
 /// joins the same room.
 async fn churn_one(joined: &mut Joined) -> anyhow::Result<()> {
-    let Some(rejoin) = &joined.rejoin else {
-        return Ok(());
-    };
     let Some(at) = joined
         .members
         .iter()
@@ -949,7 +944,7 @@ async fn churn_one(joined: &mut Joined) -> anyhow::Result<()> {
     }
     let room = leaving.room;
     let index = joined.members.len();
-    let newcomer = rejoin(room, index).await?;
+    let newcomer = (joined.rejoin)(room, index).await?;
     let _ = newcomer.control.send(Control::ResetStats);
     joined.members.push(newcomer);
     Ok(())
