@@ -3,7 +3,7 @@
 use super::session::verification_event;
 use super::{UserView, hash_error, rate_limited, weak};
 use crate::domain::{Email, OpaqueToken, Password};
-use crate::store::{Millis, NewOneTimeToken, OutboxEvent, Purpose};
+use crate::store::{Millis, NewOneTimeToken, OutboxEvent, Purpose, UserRecord};
 use crate::{AppState, now_ms};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -38,6 +38,34 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
+/// The caller proves they hold the account's password (after the throttle
+/// check); a wrong one counts as a failed sign-in for the account.
+async fn confirm_password(
+    state: &AppState,
+    user: &UserRecord,
+    account_key: &str,
+    password: &str,
+    wrong: &'static str,
+) -> Result<(), ApiError> {
+    let matches = !password.is_empty()
+        && password.len() <= 4 * 128
+        && user.has_password()
+        && state
+            .hasher
+            .verify(password, Some(&user.password_hash))
+            .await
+            .map_err(hash_error)?;
+    if !matches {
+        state
+            .throttles
+            .account
+            .fail(account_key, Instant::now())
+            .await;
+        return Err(ApiError::new(ErrorCode::InvalidCredentials, wrong));
+    }
+    Ok(())
+}
+
 /// Change the password: the current one is checked (and throttled like a sign-in),
 /// every other session is signed out, the caller's stays.
 pub async fn change_password(
@@ -59,24 +87,14 @@ pub async fn change_password(
         .await
         .map_err(rate_limited)?;
     let new_password = Password::parse(&body.new_password).map_err(weak)?;
-    let matches = body.current_password.len() <= 4 * 128
-        && user.has_password()
-        && state
-            .hasher
-            .verify(&body.current_password, Some(&user.password_hash))
-            .await
-            .map_err(hash_error)?;
-    if !matches {
-        state
-            .throttles
-            .account
-            .fail(&account_key, Instant::now())
-            .await;
-        return Err(ApiError::new(
-            ErrorCode::InvalidCredentials,
-            "the current password is wrong",
-        ));
-    }
+    confirm_password(
+        &state,
+        &user,
+        &account_key,
+        &body.current_password,
+        "the current password is wrong",
+    )
+    .await?;
     let hash = state.hasher.hash(&new_password).await.map_err(hash_error)?;
     let now = now_ms();
     let event = OutboxEvent {
@@ -322,24 +340,14 @@ pub async fn delete_account(
             .await
             .map_err(rate_limited)?;
         let password = body.password.as_deref().unwrap_or_default();
-        let matches = !password.is_empty()
-            && password.len() <= 4 * 128
-            && state
-                .hasher
-                .verify(password, Some(&user.password_hash))
-                .await
-                .map_err(hash_error)?;
-        if !matches {
-            state
-                .throttles
-                .account
-                .fail(&account_key, Instant::now())
-                .await;
-            return Err(ApiError::new(
-                ErrorCode::InvalidCredentials,
-                "the password is wrong",
-            ));
-        }
+        confirm_password(
+            &state,
+            &user,
+            &account_key,
+            password,
+            "the password is wrong",
+        )
+        .await?;
     } else {
         let signed_in = state.store.session_started(caller.claims.sid).await?;
         let recent = signed_in.is_some_and(|at| now_ms() - at <= ms(RECENT_SIGN_IN));
