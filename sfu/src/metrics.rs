@@ -25,6 +25,7 @@ pub struct SfuMetrics {
     data_relayed: Counter,
     sessions_failed: Counter,
     timer_wakeups: Counter,
+    timer_wakeups_coalesced: Counter,
     data_dropped: Counter,
     rooms: Family<WorkerLabel, Gauge>,
     participants: Family<WorkerLabel, Gauge>,
@@ -42,7 +43,7 @@ pub struct WorkerLabel {
 impl SfuMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = Self::default();
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             (
                 "sfu_datagrams_received",
                 "UDP datagrams received on the media port",
@@ -112,6 +113,11 @@ impl SfuMetrics {
                 "sfu_timer_wakeups",
                 "Session timers served",
                 &m.timer_wakeups,
+            ),
+            (
+                "sfu_timer_wakeups_coalesced",
+                "Pacer wake-ups put off until the session had something to send",
+                &m.timer_wakeups_coalesced,
             ),
             (
                 "sfu_data_messages_dropped",
@@ -190,6 +196,11 @@ impl SfuMetrics {
             now.sessions_failed,
         );
         add(&self.timer_wakeups, before.timer_wakeups, now.timer_wakeups);
+        add(
+            &self.timer_wakeups_coalesced,
+            before.timer_wakeups_coalesced,
+            now.timer_wakeups_coalesced,
+        );
         add(
             &self.data_dropped,
             before.data_messages_dropped,

@@ -108,6 +108,32 @@ fn two_participants_receive_each_others_audio_and_video() {
     assert_eq!(world.sfu.stats().sessions_failed, 0);
 }
 
+/// Every packet the core writes to a subscriber leaves within a step: none
+/// waits on a session timer that was never scheduled. (The core once kept a
+/// session's wake-up only when str0m named a new instant; one asked for again
+/// after being served was dropped, and most packets sat in the pacer.)
+#[test]
+fn every_forwarded_packet_leaves_at_once() {
+    let mut world = World::new();
+    world.join("fanout", true, true);
+    for _ in 0..20 {
+        world.join_receiver("fanout");
+    }
+    world.connect_all();
+    world.lean = true;
+    world.run(Duration::from_millis(500), 100);
+    let forwarded = world.sfu.stats().rtp_forwarded;
+    let received = world.lean_received;
+    assert!(forwarded > 20 * 50, "too little forwarded: {forwarded}");
+    // Written packets a step old at most are still in flight.
+    world.step(Duration::from_millis(1));
+    assert!(
+        world.lean_received >= forwarded,
+        "{forwarded} packets forwarded, {} reached the receivers ({received} before the last step)",
+        world.lean_received
+    );
+}
+
 #[test]
 fn a_late_joiner_gets_existing_tracks_and_a_keyframe_to_start_with() {
     let mut world = World::new();

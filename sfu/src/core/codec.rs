@@ -113,6 +113,13 @@ pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
     }
 }
 
+/// Whether a datagram is RTP (not RTCP, STUN or DTLS), from its first bytes,
+/// which SRTP leaves in the clear. RFC 5761: RTCP packet types 192-223 take
+/// the second byte's values 64-95 once the marker bit is masked off.
+pub fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.len() >= 12 && datagram[0] >> 6 == 2 && !(64..96).contains(&(datagram[1] & 0x7f))
+}
+
 /// Pull the ICE username (`local:remote` ufrags) out of a STUN binding request,
 /// so the datagram reaches the right peer without asking every peer.
 /// Returns the local (our) ufrag.

@@ -54,7 +54,10 @@ use str0m::format::{Codec, CodecSpec};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
-use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcError};
+use str0m::{
+    Candidate, Event, IceConnectionState, IceCreds, Input, Output, PacerReason, Reason, Rtc,
+    RtcError,
+};
 
 /// The label of the data channel that relays participants' messages to the room.
 pub const ROOM_CHANNEL: &str = "room";
@@ -72,6 +75,14 @@ const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
 const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
 /// Budget kept for each audio track before video is given any.
 const AUDIO_BPS: f64 = 48_000.0;
+/// Longest a pacer's gate-reopening wake-up is put off (see [`PacingWatch`]).
+/// str0m's own periodic work (pacer budget, estimator, reports) rides on the
+/// same timeout, so on an idle session it may run this much late, once.
+const PARK_AT_MOST: Duration = Duration::from_millis(10);
+/// Closest together a subscriber session's housekeeping wake-ups run (see
+/// [`schedule`]). The estimator updates every 25 ms; a subscriber that gets
+/// media has its passes on each write anyway.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(10);
 
 /// Configuration of the core.
 #[derive(Debug, Clone)]
@@ -132,6 +143,9 @@ pub struct SfuStats {
     pub sessions_failed: u64,
     /// `Rtc` timers served (str0m asks for them; each is a pass over a session).
     pub timer_wakeups: u64,
+    /// Pacer wake-ups put off because the session had nothing left to send
+    /// (see [`PacingWatch`]); each is a pass over a session saved.
+    pub timer_wakeups_coalesced: u64,
 }
 
 type PeerKey = u64;
@@ -140,10 +154,65 @@ struct Peer {
     rtc: Rtc,
     participant: ParticipantId,
     role: PeerRole,
-    /// When this `Rtc` next wants `Input::Timeout`.
-    timeout: Instant,
+    /// When this `Rtc` next wants `Input::Timeout`: the one live entry it has
+    /// in [`Sfu::timeouts`]. `None` while it is being served, so that whatever
+    /// str0m asks for next is always scheduled, even the same instant again.
+    timeout: Option<Instant>,
+    /// Why, as str0m tells it.
+    reason: Reason,
+    pacing: PacingWatch,
 
     ufrag: String,
+}
+
+/// What a subscriber's pacer still holds of ours, to know when its wake-up
+/// can wait.
+///
+/// str0m's leaky-bucket pacer lets one packet out per timeout and then asks
+/// for an immediate timeout (`PacerReason::Immediate`) only to reopen its
+/// gate: a full pass over the session (ICE, SCTP, streams, estimator) for
+/// every packet sent, half of all passes in a fan-out. When everything we
+/// wrote has left and nothing else went on, that pass is put off: the next
+/// write runs it (or [`PARK_AT_MOST`] does), and it reopens the gate the same.
+#[derive(Debug, Default)]
+struct PacingWatch {
+    /// RTP packets we wrote that have not been seen leaving yet.
+    unsent: u32,
+    /// SSRCs we write media on (a subscriber has a handful).
+    ssrcs: Vec<u32>,
+    /// Since the last timeout pass something else went on: a datagram came in
+    /// (a NACK may have queued a resend) or str0m sent RTP that is not ours
+    /// (a resend, padding, a probe). The next wake-up is not put off.
+    busy: bool,
+}
+
+impl PacingWatch {
+    fn wrote(&mut self, ssrc: Ssrc) {
+        self.unsent += 1;
+        let ssrc = *ssrc;
+        if !self.ssrcs.contains(&ssrc) {
+            self.ssrcs.push(ssrc);
+        }
+    }
+
+    /// Look at a datagram str0m sends: the RTP header is in the clear under SRTP.
+    fn sent(&mut self, datagram: &[u8]) {
+        if !codec::is_rtp(datagram) {
+            return;
+        }
+        let padding = datagram[0] & 0x20 != 0;
+        let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+        if !padding && self.unsent > 0 && self.ssrcs.contains(&ssrc) {
+            self.unsent -= 1;
+        } else {
+            self.busy = true;
+        }
+    }
+
+    /// Whether a wake-up for `reason` can wait for the next write.
+    fn idle_gate(&self, reason: Reason) -> bool {
+        reason == Reason::Pacer(PacerReason::Immediate) && self.unsent == 0 && !self.busy
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +367,8 @@ pub struct Sfu {
     /// timeout moves; they are skipped when popped (cheaper than a scan of all
     /// peers on every wake-up).
     timeouts: BinaryHeap<Reverse<(Instant, PeerKey)>>,
+    /// Reused buffer of the peers due in one `handle_timeout`.
+    due: Vec<PeerKey>,
 }
 
 impl Sfu {
@@ -319,6 +390,7 @@ impl Sfu {
             stats: SfuStats::default(),
             scratch: Vec::new(),
             timeouts: BinaryHeap::new(),
+            due: Vec::new(),
         }
     }
 
@@ -426,7 +498,12 @@ impl Sfu {
             }
         }
         match key {
-            Some(key) => self.feed(now, key, input),
+            Some(key) => {
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.pacing.busy = true;
+                }
+                self.feed(now, key, input)
+            }
             None => self.stats.unknown_datagrams += 1,
         }
         self.process(now);
@@ -434,21 +511,31 @@ impl Sfu {
 
     /// Time has passed: drive every `Rtc` that asked for it, and the periodic work.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
         while let Some(Reverse((at, key))) = self.timeouts.peek().copied() {
             if at > now {
                 break;
             }
             self.timeouts.pop();
             // Stale entries (the peer moved its timeout, or is gone) are skipped.
-            if self.peers.get(&key).is_some_and(|p| p.timeout <= now) && !due.contains(&key) {
-                due.push(key);
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if peer.timeout != Some(at) {
+                continue;
             }
+            peer.timeout = None;
+            due.push(key);
         }
         self.stats.timer_wakeups += due.len() as u64;
-        for key in due {
+        for &key in &due {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.pacing.busy = false;
+            }
             self.feed(now, key, Input::Timeout(now));
         }
+        self.due = due;
         self.process(now);
         if now >= self.next_tick {
             self.next_tick = now + TICK;
@@ -818,7 +905,9 @@ impl Sfu {
                 rtc,
                 participant,
                 role,
-                timeout: now,
+                timeout: Some(now),
+                reason: Reason::NotHappening,
+                pacing: PacingWatch::default(),
                 ufrag: creds.ufrag,
             },
         );
@@ -839,9 +928,10 @@ impl Sfu {
         let transmits = &mut self.transmits;
         let events = &mut self.rtc_events;
         let timeouts = &mut self.timeouts;
+        let coalesced = &mut self.stats.timer_wakeups_coalesced;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let value = f(&mut peer.rtc);
-            drain(key, peer, transmits, events, timeouts).map(|()| value)
+            drain(now, key, peer, transmits, events, timeouts, coalesced).map(|()| value)
         }));
         match outcome {
             Ok(Ok(value)) => value,
@@ -1397,13 +1487,44 @@ impl Sfu {
             let transmits = &mut self.transmits;
             let events = &mut self.rtc_events;
             let timeouts = &mut self.timeouts;
+            let wakeups = &mut self.stats.timer_wakeups;
+            let coalesced = &mut self.stats.timer_wakeups_coalesced;
             let written = catch_unwind(AssertUnwindSafe(|| {
                 let mut api = peer.rtc.direct_api();
                 let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-                    return Ok(false);
+                    return Ok::<bool, RtcError>(false);
                 };
+                let ssrc = stream.ssrc();
                 stream.write_rtp(write);
-                drain(subscriber_key, peer, transmits, events, timeouts).map(|()| true)
+                peer.pacing.wrote(ssrc);
+                drain(
+                    now,
+                    subscriber_key,
+                    peer,
+                    transmits,
+                    events,
+                    timeouts,
+                    coalesced,
+                )?;
+                // str0m sends what was written on its next timeout pass, which is
+                // due at once. Run it now, while this session is still in the CPU's
+                // cache, rather than after every other subscriber has been written.
+                if peer.timeout.is_some_and(|at| at <= now) {
+                    peer.timeout = None;
+                    *wakeups += 1;
+                    peer.pacing.busy = false;
+                    peer.rtc.handle_input(Input::Timeout(now))?;
+                    drain(
+                        now,
+                        subscriber_key,
+                        peer,
+                        transmits,
+                        events,
+                        timeouts,
+                        coalesced,
+                    )?;
+                }
+                Ok(true)
             }));
             match written {
                 Ok(Ok(true)) => {
@@ -1777,27 +1898,80 @@ impl Sfu {
 /// Poll one `Rtc` until it has nothing more to say. The only place `poll_output`
 /// is called: str0m requires a full drain after every input or API call.
 fn drain(
+    now: Instant,
     key: PeerKey,
     peer: &mut Peer,
     transmits: &mut VecDeque<Transmit>,
     events: &mut VecDeque<(PeerKey, Event)>,
     timeouts: &mut BinaryHeap<Reverse<(Instant, PeerKey)>>,
+    coalesced: &mut u64,
 ) -> Result<(), RtcError> {
     loop {
         match peer.rtc.poll_output()? {
             Output::Timeout(at) => {
-                if at != peer.timeout {
-                    peer.timeout = at;
-                    timeouts.push(Reverse((at, key)));
-                }
+                schedule(now, key, peer, at, timeouts, coalesced);
                 return Ok(());
             }
-            Output::Transmit(t) => transmits.push_back(Transmit {
-                destination: t.destination,
-                contents: t.contents.into(),
-            }),
+            Output::Transmit(t) => {
+                peer.pacing.sent(&t.contents);
+                transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                })
+            }
             Output::Event(event) => events.push_back((key, event)),
         }
+    }
+}
+
+/// When to next give a session `Input::Timeout`, given that str0m asked for
+/// `at`. Mostly exactly then; two kinds of wake-up are worth less than the
+/// pass over the session they cost:
+/// - the pacer reopening its gate with nothing of ours left to send (see
+///   [`PacingWatch`]), put off for up to [`PARK_AT_MOST`];
+/// - a subscriber's housekeeping (the estimator's delay controller, stats, the
+///   pacer's budget refresh, the pause check), run at most every
+///   [`HOUSEKEEPING_EVERY`]. The delay controller re-arms one round-trip time
+///   ahead while it waits for feedback, which on a fast link is every pass.
+///   Publishers are left exact: their NACK timers matter to loss repair.
+///
+/// A write or an incoming datagram re-runs this with what str0m wants then,
+/// so media is never held back by it.
+fn schedule(
+    now: Instant,
+    key: PeerKey,
+    peer: &mut Peer,
+    at: Instant,
+    timeouts: &mut BinaryHeap<Reverse<(Instant, PeerKey)>>,
+    coalesced: &mut u64,
+) {
+    let reason = peer.rtc.last_timeout_reason();
+    peer.reason = reason;
+    let lenient = if peer.pacing.idle_gate(reason) {
+        *coalesced += 1;
+        Some(now + PARK_AT_MOST)
+    } else if peer.role == PeerRole::Subscriber
+        && matches!(
+            reason,
+            Reason::BweDelayControl
+                | Reason::Stats
+                | Reason::PauseCheck
+                | Reason::Pacer(PacerReason::Handle)
+        )
+    {
+        Some(at.max(now + HOUSEKEEPING_EVERY))
+    } else {
+        None
+    };
+    let at = match (lenient, peer.timeout) {
+        // Already due a little sooner than that: keep it, no new heap entry.
+        (Some(latest), Some(live)) if live > now && live <= latest => return,
+        (Some(latest), _) => latest,
+        (None, _) => at,
+    };
+    if peer.timeout != Some(at) {
+        peer.timeout = Some(at);
+        timeouts.push(Reverse((at, key)));
     }
 }
 

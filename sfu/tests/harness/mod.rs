@@ -62,6 +62,15 @@ pub struct World {
     pub downlink_loss: f64,
     pub rng: u64,
     pub dropped: u64,
+    /// Lean subscribers: once connected, a subscriber connection is not fed
+    /// the RTP the SFU sends it, only counts it (what the load test's lean
+    /// receivers do), so a benchmark spends its time in the SFU.
+    pub lean: bool,
+    /// RTP datagrams (not padding) counted by lean subscribers.
+    pub lean_received: u64,
+    /// With `timing`, the thread CPU time spent inside the SFU core's inputs.
+    pub timing: bool,
+    pub sfu_cpu: Duration,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -84,6 +93,10 @@ impl World {
             downlink_loss: 0.0,
             rng: 0x2545_f491_4f6c_dd1d,
             dropped: 0,
+            lean: false,
+            lean_received: 0,
+            timing: false,
+            sfu_cpu: Duration::ZERO,
         }
     }
 
@@ -100,13 +113,25 @@ impl World {
 
     /// Join a client publishing audio and (optionally simulcast) video.
     pub fn join(&mut self, room: &str, video: bool, simulcast: bool) -> usize {
+        self.join_as(room, true, video, simulcast)
+    }
+
+    /// Join a client that only receives: no tracks, just the room channel.
+    pub fn join_receiver(&mut self, room: &str) -> usize {
+        self.join_as(room, false, false, false)
+    }
+
+    fn join_as(&mut self, room: &str, audio: bool, video: bool, simulcast: bool) -> usize {
         let index = self.clients.len();
-        let pub_addr = addr(&format!("127.0.1.{}:{}", index + 1, 5000));
-        let sub_addr = addr(&format!("127.0.1.{}:{}", index + 1, 6000));
+        // 127.0.1.1, 127.0.1.2, ... and on past 250 clients into 127.0.2.x.
+        let host = format!("127.0.{}.{}", 1 + index / 250, index % 250 + 1);
+        let pub_addr = addr(&format!("{host}:5000"));
+        let sub_addr = addr(&format!("{host}:6000"));
         let mut publisher = self.client_rtc(pub_addr);
         let subscriber = self.client_rtc(sub_addr);
         let mut api = publisher.sdp_api();
-        let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let audio_mid =
+            audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
         let video_mid = video.then(|| {
             let layers = simulcast.then(|| {
                 let mut s = Simulcast::new();
@@ -120,10 +145,13 @@ impl World {
         api.add_channel("room".into());
         let (offer, pending) = api.apply().unwrap();
         let id = ParticipantId::new();
-        let mut tracks = vec![TrackDeclaration {
-            mid: audio_mid.to_string(),
-            source: TrackSource::Microphone,
-        }];
+        let mut tracks = Vec::new();
+        if let Some(mid) = audio_mid {
+            tracks.push(TrackDeclaration {
+                mid: mid.to_string(),
+                source: TrackSource::Microphone,
+            });
+        }
         if let Some(mid) = video_mid {
             tracks.push(TrackDeclaration {
                 mid: mid.to_string(),
@@ -158,7 +186,7 @@ impl World {
             sub_addr,
             pending: None,
             video_mid,
-            audio_mid: Some(audio_mid),
+            audio_mid,
             simulcast,
             seq: HashMap::new(),
             subscribed: HashMap::new(),
@@ -248,7 +276,11 @@ impl World {
             handle_client_event(client, subscriber, event);
         }
         for datagram in out {
+            let started = self.timing.then(thread_cpu);
             self.sfu.handle_datagram(now, local, &datagram);
+            if let Some(started) = started {
+                self.sfu_cpu += thread_cpu().saturating_sub(started);
+            }
         }
         self.deliver();
     }
@@ -272,6 +304,17 @@ impl World {
                 continue;
             };
             let subscriber = self.clients[index].sub_addr == t.destination;
+            if self.lean
+                && subscriber
+                && sfu::core::codec::is_rtp(&t.contents)
+                && self.clients[index].subscriber.is_connected()
+            {
+                // Padding (a bandwidth probe) is not media.
+                if t.contents[0] & 0x20 == 0 {
+                    self.lean_received += 1;
+                }
+                continue;
+            }
             self.pump_client(index, subscriber, Some(&t.contents));
         }
         while let Some(event) = self.sfu.poll_event() {
@@ -298,7 +341,11 @@ impl World {
             self.pump_client(index, false, None);
             self.pump_client(index, true, None);
         }
+        let started = self.timing.then(thread_cpu);
         self.sfu.handle_timeout(self.now);
+        if let Some(started) = started {
+            self.sfu_cpu += thread_cpu().saturating_sub(started);
+        }
         self.deliver();
     }
 
@@ -416,6 +463,13 @@ impl World {
     pub fn find(&self, id: ParticipantId) -> usize {
         self.clients.iter().position(|c| c.id == id).unwrap()
     }
+}
+
+/// CPU time this thread has used.
+pub fn thread_cpu() -> Duration {
+    let spec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .expect("the thread CPU clock is readable");
+    Duration::from(spec)
 }
 
 fn next_seq(client: &mut Client, mid: Mid, rid: Option<Rid>) -> u64 {
