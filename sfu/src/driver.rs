@@ -1,11 +1,14 @@
 //! The thin I/O shell around the core: one worker thread owns a [`Sfu`] and
 //! its UDP socket, so the hot path takes no lock. Control commands reach it as
-//! closures over a channel; what it transmits goes straight to the socket; its
-//! events go to a broadcast channel that the control API streams to signaling.
+//! closures over a channel; datagrams are read and sent in batches
+//! ([`crate::udp`]); its events go to a broadcast channel that the control API
+//! streams to signaling.
 
-use crate::core::{Sfu, SfuConfig, SfuStats};
+use crate::core::{Sfu, SfuConfig, SfuStats, Transmit};
 use crate::metrics::SfuMetrics;
+use crate::udp::{BATCH, MediaSocket};
 use proto::sfu::SfuEvent;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 /// A command run on the worker thread with the core and the current time.
 type Command = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
 
-/// Largest datagram we read; anything longer is truncated and then rejected.
-const MAX_DATAGRAM: usize = 2048;
-/// Datagrams read in one go before the worker looks at timers and commands again.
-const READ_BATCH: usize = 64;
+/// Receive batches read in one go before the worker looks at timers and
+/// commands again (each up to [`BATCH`] datagrams).
+const READ_BATCHES: usize = 4;
+/// How often the counters are pushed to the metrics (not per loop: a loop
+/// turn can be a single datagram).
+const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// A cheap-to-clone handle on a running worker.
 #[derive(Clone)]
@@ -136,7 +141,9 @@ pub fn spawn(
                 };
                 let worker = Worker {
                     sfu: Sfu::new(config, Instant::now()),
-                    socket,
+                    socket: MediaSocket::new(socket),
+                    outbox: VecDeque::new(),
+                    reported_at: Instant::now(),
                     commands: command_rx,
                     events,
                     metrics,
@@ -153,7 +160,10 @@ pub fn spawn(
 
 struct Worker {
     sfu: Sfu,
-    socket: UdpSocket,
+    socket: MediaSocket,
+    /// Datagrams the core produced that the socket has not taken yet.
+    outbox: VecDeque<Transmit>,
+    reported_at: Instant,
     commands: mpsc::UnboundedReceiver<Command>,
     events: broadcast::Sender<SfuEvent>,
     metrics: SfuMetrics,
@@ -167,7 +177,6 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let deadline = tokio::time::Instant::from_std(self.sfu.poll_timeout());
             tokio::select! {
@@ -176,18 +185,12 @@ impl Worker {
                     Some(command) => command(&mut self.sfu, Instant::now()),
                     None => break,
                 },
-                received = self.socket.recv_from(&mut buf) => {
-                    match received {
-                        Ok((len, source)) => self.sfu.handle_datagram(Instant::now(), source, &buf[..len]),
-                        Err(err) => tracing::debug!(%err, "recv_from failed"),
+                readable = self.socket.readable() => {
+                    if let Err(err) = readable {
+                        tracing::warn!(%err, "media socket failed");
+                        break;
                     }
-                    // Take what else is already queued without waiting.
-                    for _ in 1..READ_BATCH {
-                        match self.socket.try_recv_from(&mut buf) {
-                            Ok((len, source)) => self.sfu.handle_datagram(Instant::now(), source, &buf[..len]),
-                            Err(_) => break,
-                        }
-                    }
+                    self.receive();
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
@@ -196,26 +199,61 @@ impl Worker {
                 self.sfu.handle_timeout(now);
             }
             self.flush().await;
-            self.report(now);
+            if now.saturating_duration_since(self.reported_at) >= REPORT_EVERY {
+                self.reported_at = now;
+                self.report(now);
+            }
         }
         tracing::info!("SFU worker stopped");
     }
 
+    /// Feed the core what is queued on the socket, a batch at a time.
+    fn receive(&mut self) {
+        for _ in 0..READ_BATCHES {
+            match self.socket.try_recv_batch() {
+                Ok(count) => {
+                    let now = Instant::now();
+                    for (source, bytes) in self.socket.received() {
+                        self.sfu.handle_datagram(now, source, bytes);
+                    }
+                    if count < BATCH {
+                        return; // the queue is empty
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    tracing::debug!(%err, "recvmmsg failed");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn flush(&mut self) {
         while let Some(transmit) = self.sfu.poll_transmit() {
-            match self
-                .socket
-                .try_send_to(&transmit.contents, transmit.destination)
-            {
-                Ok(_) => {}
+            self.outbox.push_back(transmit);
+        }
+        while !self.outbox.is_empty() {
+            let batch = self
+                .outbox
+                .iter()
+                .map(|t| (t.destination, t.contents.as_slice()));
+            match self.socket.try_send_batch(batch) {
+                Ok(sent) => {
+                    // The kernel always takes at least one; never spin on none.
+                    self.outbox.drain(..sent.clamp(1, self.outbox.len()));
+                }
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    let _ = self
-                        .socket
-                        .send_to(&transmit.contents, transmit.destination)
-                        .await;
+                    // The socket buffer is full: wait for room rather than drop.
+                    if self.socket.writable().await.is_err() {
+                        self.outbox.clear();
+                    }
                 }
                 Err(err) => {
-                    tracing::debug!(%err, destination = %transmit.destination, "send failed")
+                    // The first datagram's destination was refused: drop it alone.
+                    if let Some(transmit) = self.outbox.pop_front() {
+                        tracing::debug!(%err, destination = %transmit.destination, "send failed");
+                    }
                 }
             }
         }

@@ -5,11 +5,13 @@
 //! - [`driver`]: the worker thread that owns the core and the UDP socket.
 //! - [`control`]: the internal HTTP control API signaling uses, and the event stream.
 //! - [`metrics`]: counters exported on `/metrics`.
+//! - [`udp`]: the media socket, read and written in batches (`recvmmsg`/`sendmmsg`).
 
 pub mod control;
 pub mod core;
 pub mod driver;
 pub mod metrics;
+pub mod udp;
 
 use axum::Router;
 use servicekit::health::{CheckFuture, Readiness, ReadinessCheck};
