@@ -235,6 +235,21 @@ pub enum SfuEvent {
         room: RoomId,
         sample: QualitySample,
     },
+    /// Dynacast: the layers of one of `participant_id`'s video tracks that its
+    /// subscribers want, so the publisher sends these and pauses the rest.
+    /// Always the whole set, never a change. A simulcast track names its
+    /// layers; a single-layer track counts as one layer, [`Layer::High`]:
+    /// `[High]` sends it, `[]` pauses it (nobody watches). Audio and muted
+    /// tracks are never paused this way.
+    PublisherLayers {
+        room: RoomId,
+        participant_id: ParticipantId,
+        track_id: TrackId,
+        /// The publisher's own transceiver `mid` for the track.
+        mid: String,
+        /// Lowest first.
+        active: Vec<Layer>,
+    },
     /// The media connection failed or timed out; the session is gone.
     Disconnected {
         room: RoomId,

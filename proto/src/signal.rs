@@ -185,6 +185,14 @@ pub enum ServerMessage {
         track_id: TrackId,
         layer: Option<Layer>,
     },
+    /// To a publisher only (dynacast): send these layers of your track `mid`
+    /// and pause the others (`[]`: nobody watches it). A single-layer track's
+    /// one layer is `high`. See [`crate::sfu::SfuEvent::PublisherLayers`].
+    PublisherLayers {
+        track_id: TrackId,
+        mid: String,
+        active: Vec<Layer>,
+    },
     Chat {
         participant_id: ParticipantId,
         display_name: String,

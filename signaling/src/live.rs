@@ -405,6 +405,12 @@ impl Live {
                 participant_id,
                 ..
             }
+            // To the publisher: `participant_id` is whose track it is.
+            | SfuEvent::PublisherLayers {
+                ref room,
+                participant_id,
+                ..
+            }
             | SfuEvent::Disconnected {
                 ref room,
                 participant_id,

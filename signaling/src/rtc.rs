@@ -1061,6 +1061,20 @@ async fn on_direct<Tx: Sink<Outbound> + Unpin>(
                 .await;
             None
         }
+        SfuEvent::PublisherLayers {
+            track_id,
+            mid,
+            active,
+            ..
+        } => {
+            conn.send(ServerMessage::PublisherLayers {
+                track_id,
+                mid,
+                active,
+            })
+            .await;
+            None
+        }
         SfuEvent::Disconnected { .. } => {
             conn.send(ServerMessage::Removed {
                 reason: "media_disconnected".to_owned(),
