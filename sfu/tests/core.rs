@@ -472,3 +472,171 @@ fn bad_sdp_and_unknown_sessions_are_clean_errors() {
 fn fake_answer() -> String {
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".into()
 }
+
+// --- dynacast: publishers send only the layers someone wants ---------------------------
+
+/// The video track `publisher` published.
+fn video_track(world: &World, publisher: usize) -> proto::ids::TrackId {
+    let id = world.clients[publisher].id;
+    world
+        .events
+        .iter()
+        .find_map(|e| match e {
+            SfuEvent::TrackPublished { track, .. }
+                if track.participant_id == id && track.kind == proto::media::TrackKind::Video =>
+            {
+                Some(track.track_id)
+            }
+            _ => None,
+        })
+        .expect("video track published")
+}
+
+/// The layer sets the SFU asked for of `track`, oldest first, from event `from` on.
+fn publisher_layers(
+    world: &World,
+    track: proto::ids::TrackId,
+    from: usize,
+) -> Vec<Vec<proto::media::Layer>> {
+    world.events[from..]
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::PublisherLayers {
+                track_id, active, ..
+            } if *track_id == track => Some(active.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A simulcast publisher and one receiver, connected, media flowing; the
+/// publisher follows what the SFU asks of it.
+fn simulcast_pair() -> (World, usize, usize, proto::ids::TrackId) {
+    let mut world = World::new();
+    world.dynacast = true;
+    let a = world.join("dyn", true, true);
+    let b = world.join_receiver("dyn");
+    world.connect_all();
+    world.run(Duration::from_secs(1), 15);
+    let track = video_track(&world, a);
+    (world, a, b, track)
+}
+
+#[test]
+fn a_small_tile_pauses_the_layers_above_it_only_after_the_delay() {
+    use proto::media::Layer::Low;
+    let (mut world, a, b, track) = simulcast_pair();
+    assert_eq!(publisher_layers(&world, track, 0), Vec::<Vec<_>>::new());
+    let mark = world.events.len();
+    draw_at(&mut world, b, track, 180);
+    world.run(Duration::from_millis(2800), 15);
+    assert!(
+        publisher_layers(&world, track, mark).is_empty(),
+        "nothing is paused before the delay"
+    );
+    world.run(Duration::from_millis(800), 15);
+    assert_eq!(publisher_layers(&world, track, mark), vec![vec![Low]]);
+
+    // The publisher sends the low layer alone now, and the tile still gets it.
+    let before = video_from(&world, b, a).len();
+    let rtp_in = world.sfu.stats().rtp_in;
+    world.run(Duration::from_secs(1), 15);
+    // 50 audio packets and 30 frames of 3 packets, not 3 × 90 of video.
+    let arrived = world.sfu.stats().rtp_in - rtp_in;
+    assert!(arrived < 160, "{arrived} packets arrived in a second");
+    let video = video_from(&world, b, a);
+    assert!(video.len() > before + 50, "video keeps flowing");
+    assert!(video[before..].iter().all(|p| layer_of(p) == b'q'));
+    assert_contiguous(&video);
+}
+
+#[test]
+fn a_large_tile_turns_a_paused_top_layer_back_on_at_once() {
+    use proto::media::Layer::{High, Low, Medium};
+    let (mut world, a, b, track) = simulcast_pair();
+    draw_at(&mut world, b, track, 180);
+    world.run(Duration::from_secs(4), 15);
+    assert_eq!(publisher_layers(&world, track, 0), vec![vec![Low]]);
+    // Long enough that the paused layers no longer count as arriving.
+    world.run(Duration::from_secs(3), 15);
+
+    let mark = world.events.len();
+    draw_at(&mut world, b, track, 720);
+    // One tick (250 ms), not the off-delay.
+    world.run(Duration::from_millis(300), 15);
+    assert_eq!(
+        publisher_layers(&world, track, mark),
+        vec![vec![Low, Medium, High]]
+    );
+    // The resumed top layer arrives, and the large tile switches to it.
+    world.run(Duration::from_secs(2), 15);
+    let video = video_from(&world, b, a);
+    assert_eq!(layer_of(video.last().unwrap()), b'f');
+    assert_contiguous(&video);
+}
+
+#[test]
+fn when_the_last_subscriber_leaves_every_layer_is_paused() {
+    let (mut world, _a, b, track) = simulcast_pair();
+    let mark = world.events.len();
+    let b_id = world.clients[b].id;
+    let now = world.now;
+    world.sfu.remove_session(now, b_id).unwrap();
+    world.run(Duration::from_secs(4), 15);
+    assert_eq!(publisher_layers(&world, track, mark), vec![vec![]]);
+}
+
+#[test]
+fn a_lone_single_layer_publisher_is_paused_and_resumed_when_someone_joins() {
+    use proto::media::Layer::High;
+    let mut world = World::new();
+    world.dynacast = true;
+    let a = world.join("dyn", true, false);
+    world.connect_all();
+    world.run(Duration::from_secs(4), 15);
+    let track = video_track(&world, a);
+    assert_eq!(publisher_layers(&world, track, 0), vec![vec![]]);
+
+    let mark = world.events.len();
+    let b = world.join_receiver("dyn");
+    world.connect_all();
+    world.run(Duration::from_millis(300), 15);
+    assert_eq!(publisher_layers(&world, track, mark), vec![vec![High]]);
+    world.run(Duration::from_secs(1), 15);
+    assert!(video_from(&world, b, a).len() > 50, "the newcomer sees A");
+}
+
+#[test]
+fn tiles_flapping_within_the_delay_pause_nothing() {
+    let (mut world, _a, b, track) = simulcast_pair();
+    let mark = world.events.len();
+    for height in [180, 720, 180, 360, 180, 720, 180, 720] {
+        draw_at(&mut world, b, track, height);
+        world.run(Duration::from_secs(1), 15);
+    }
+    assert_eq!(
+        publisher_layers(&world, track, mark),
+        Vec::<Vec<_>>::new(),
+        "no encoder was stopped"
+    );
+}
+
+#[test]
+fn a_muted_track_is_left_as_it_is() {
+    let (mut world, _a, b, track) = simulcast_pair();
+    let mark = world.events.len();
+    let now = world.now;
+    world
+        .sfu
+        .mute_track(
+            now,
+            &MuteTrack {
+                track_id: track,
+                muted: true,
+            },
+        )
+        .unwrap();
+    draw_at(&mut world, b, track, 180);
+    world.run(Duration::from_secs(5), 15);
+    assert!(publisher_layers(&world, track, mark).is_empty());
+}

@@ -29,10 +29,12 @@
 //! session alone.
 
 pub mod codec;
+pub mod dynacast;
 pub mod forward;
 pub mod speaker;
 
 use codec::VideoCodec;
+use dynacast::LayerGate;
 use forward::{Decision, Forwarder, Incoming};
 use proto::ids::{ParticipantId, TrackId};
 use proto::media::{Layer, RoomId, TrackInfo, TrackKind, TrackSource};
@@ -235,6 +237,11 @@ struct Subscription {
     wanted: bool,
     /// Highest layer the subscriber wants (from its request or the tile size).
     max_layer: Layer,
+    /// Dynacast: the highest layer of the track this subscriber would take if
+    /// every layer were arriving (its tile size and its share of the
+    /// bandwidth, judged by [`Sfu::select_layers`]); `None` while it takes no
+    /// video of the track. A single-layer track's one layer is `High`.
+    demand: Option<Layer>,
     /// Incoming payload type → outgoing payload type.
     pt_map: Vec<(Pt, Pt)>,
 }
@@ -303,6 +310,12 @@ impl RateMeter {
         let idle = now.saturating_duration_since(self.window_start);
         (self.bps > 0.0 && idle < Duration::from_secs(2)).then_some(self.bps)
     }
+
+    /// The last bitrate measured, even of a layer silent since (paused by
+    /// dynacast): what it will likely cost again once resumed.
+    fn last_bps(&self) -> Option<f64> {
+        (self.bps > 0.0).then_some(self.bps)
+    }
 }
 
 struct Track {
@@ -318,6 +331,8 @@ struct Track {
     meters: HashMap<Option<Rid>, RateMeter>,
     last_keyframe_request: HashMap<Option<Rid>, Instant>,
     subscribers: Vec<ParticipantId>,
+    /// Dynacast: the layers the publisher is asked to send (video only).
+    gate: LayerGate,
 }
 
 impl Track {
@@ -336,6 +351,18 @@ impl Track {
             Some(Layer::Medium) => 500_000.0,
             Some(Layer::High) | None => 1_500_000.0,
         }
+    }
+
+    /// The layers dynacast can pause: the simulcast layers, or a single
+    /// layer's one, counted as `High`.
+    fn dynacast_layers(rids: &[Rid]) -> Vec<Layer> {
+        if rids.is_empty() {
+            return vec![Layer::High];
+        }
+        rids.iter()
+            .enumerate()
+            .filter_map(|(index, rid)| Layer::from_rid(rid).or(Layer::ALL.get(index).copied()))
+            .collect()
     }
 }
 
@@ -1135,6 +1162,7 @@ impl Sfu {
             layers,
             muted: false,
         };
+        let gate = LayerGate::new(Track::dynacast_layers(&rids));
         let mut track = Track {
             info: info.clone(),
             room: room.clone(),
@@ -1145,6 +1173,7 @@ impl Sfu {
             meters: HashMap::new(),
             last_keyframe_request: HashMap::new(),
             subscribers: Vec::new(),
+            gate,
         };
         let others: Vec<ParticipantId> = self
             .rooms
@@ -1606,10 +1635,12 @@ impl Sfu {
                 continue;
             };
             if !matches!(sub.state, OutState::Open(_)) {
+                sub.demand = None;
                 continue;
             }
             if !sub.wanted || track.info.muted {
                 sub.forwarder.set_target(None);
+                sub.demand = None;
                 continue;
             }
             match track.info.kind {
@@ -1628,6 +1659,9 @@ impl Sfu {
             }
         }
         video.sort_by_key(|(id, priority)| (*priority, *id));
+        // Dynacast's budget: the same choice made as if every layer were
+        // arriving (see `Subscription::demand`).
+        let mut want_budget = budget;
         for (track_id, _) in video {
             let (Some(sub), Some(track)) = (
                 participant.subscriptions.get_mut(&track_id),
@@ -1643,6 +1677,13 @@ impl Sfu {
                     .unwrap_or(300_000.0);
                 desired += bps;
                 budget -= bps;
+                // A single layer is on whenever someone receives the track.
+                sub.demand = Some(Layer::High);
+                want_budget -= track
+                    .meters
+                    .get(&None)
+                    .and_then(RateMeter::last_bps)
+                    .unwrap_or(bps);
                 Some(None)
             } else {
                 let allowed: Vec<Rid> = track
@@ -1665,6 +1706,26 @@ impl Sfu {
                 if let Some(top) = allowed.last() {
                     desired += cost(*top);
                 }
+                // Dynacast asks for what this subscriber would pick if every
+                // layer were arriving, so that a paused layer can come back;
+                // a paused layer costs what it did when last measured.
+                let want_cost = |rid: Rid| {
+                    track
+                        .meters
+                        .get(&Some(rid))
+                        .and_then(RateMeter::last_bps)
+                        .unwrap_or_else(|| track.nominal_bps(Some(rid)))
+                };
+                let wants = allowed
+                    .iter()
+                    .rev()
+                    .find(|rid| want_cost(**rid) <= want_budget)
+                    .or_else(|| allowed.first())
+                    .copied();
+                if let Some(rid) = wants {
+                    want_budget -= want_cost(rid);
+                }
+                sub.demand = wants.and_then(|rid| track.layer_of(Some(rid)));
                 // Layers that are not arriving (paused by the publisher) cannot be chosen.
                 let live = |rid: &Rid| {
                     track
@@ -1782,6 +1843,7 @@ impl Sfu {
                 self.request_keyframe(now, track, rid, KeyframeRequestKind::Pli);
             }
         }
+        self.update_publisher_layers(now);
         for (room_id, room) in &mut self.rooms {
             if let Some(speakers) = room.speakers.poll_change(now) {
                 self.events.push_back(SfuEvent::Speakers {
@@ -1821,6 +1883,39 @@ impl Sfu {
             }
         }
         self.process(now);
+    }
+
+    /// Dynacast: tell each publisher which layers of its video tracks its
+    /// subscribers want (see [`dynacast`]). Runs on the tick after every
+    /// subscriber's layer choice, so each `Subscription::demand` is current; a
+    /// track nobody subscribes to wants nothing. A muted track is left as it
+    /// is: its publisher sends nothing anyway, and unmuting must not wait.
+    fn update_publisher_layers(&mut self, now: Instant) {
+        for (track_id, track) in &mut self.tracks {
+            if track.info.kind != TrackKind::Video {
+                continue;
+            }
+            if track.info.muted {
+                track.gate.hold();
+                continue;
+            }
+            let up_to = track
+                .subscribers
+                .iter()
+                .filter_map(|s| self.participants.get(s)?.subscriptions.get(track_id))
+                .filter_map(|sub| sub.demand)
+                .max();
+            if let Some(active) = track.gate.handle_wanted(now, up_to) {
+                tracing::debug!(%track_id, ?active, "publisher layers");
+                self.events.push_back(SfuEvent::PublisherLayers {
+                    room: track.room.clone(),
+                    participant_id: track.info.participant_id,
+                    track_id: *track_id,
+                    mid: track.mid.to_string(),
+                    active,
+                });
+            }
+        }
     }
 
     fn report_quality(&mut self) {
@@ -1990,6 +2085,7 @@ fn new_subscription(track: &Track) -> Subscription {
         forwarder: Forwarder::new(needs_keyframe, clock_rate),
         wanted: true,
         max_layer: Layer::High,
+        demand: None,
         pt_map: Vec::new(),
     }
 }

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use proto::ids::{ParticipantId, TrackId};
-use proto::media::{RoomId, TrackSource};
+use proto::media::{Layer, RoomId, TrackSource};
 use proto::sfu::{CreateSession, SfuEvent, SubscriberOffer, TrackDeclaration};
 use sfu::core::{Sfu, SfuConfig};
 use std::collections::HashMap;
@@ -44,6 +44,9 @@ pub struct Client {
     pub video_mid: Option<Mid>,
     pub audio_mid: Option<Mid>,
     pub simulcast: bool,
+    /// The video layers the SFU last asked this publisher to send
+    /// (`PublisherLayers`); `None`: never asked, every layer goes.
+    pub video_layers: Option<Vec<Layer>>,
     /// Per-layer sequence numbers the publisher uses.
     pub seq: HashMap<(Mid, Option<Rid>), u64>,
     /// What the SFU said each subscriber mid carries.
@@ -71,6 +74,10 @@ pub struct World {
     /// With `timing`, the thread CPU time spent inside the SFU core's inputs.
     pub timing: bool,
     pub sfu_cpu: Duration,
+    /// Publishers pause the video layers the SFU says nobody wants, as the web
+    /// client does. Off by default, so that benchmarks keep the fixed load of
+    /// a publisher sending every layer.
+    pub dynacast: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -97,6 +104,7 @@ impl World {
             lean_received: 0,
             timing: false,
             sfu_cpu: Duration::ZERO,
+            dynacast: false,
         }
     }
 
@@ -188,6 +196,7 @@ impl World {
             video_mid,
             audio_mid,
             simulcast,
+            video_layers: None,
             seq: HashMap::new(),
             subscribed: HashMap::new(),
             received: Vec::new(),
@@ -330,6 +339,19 @@ impl World {
                 self.answer_subscriber_offer(index, offer);
                 continue;
             }
+            if let SfuEvent::PublisherLayers {
+                participant_id,
+                mid,
+                active,
+                ..
+            } = &event
+                && let Some(client) = self
+                    .clients
+                    .iter_mut()
+                    .find(|c| c.id == *participant_id && c.video_mid.is_some_and(|m| *m == **mid))
+            {
+                client.video_layers = Some(active.clone());
+            }
             self.events.push(event);
         }
     }
@@ -425,7 +447,7 @@ impl World {
         let Some(pt) = pt_of(&client.publisher, Codec::Vp8) else {
             return;
         };
-        let rids: Vec<Option<Rid>> = if client.simulcast {
+        let mut rids: Vec<Option<Rid>> = if client.simulcast {
             vec![
                 Some(Rid::from("q")),
                 Some(Rid::from("h")),
@@ -434,6 +456,15 @@ impl World {
         } else {
             vec![None]
         };
+        if self.dynacast
+            && let Some(active) = &client.video_layers
+        {
+            // A single layer counts as `High` (see `SfuEvent::PublisherLayers`).
+            rids.retain(|rid| {
+                let layer = rid.map_or(Some(Layer::High), |r| Layer::from_rid(&r));
+                layer.is_some_and(|l| active.contains(&l))
+            });
+        }
         let now = self.now;
         for rid in rids {
             for part in 0..3u8 {

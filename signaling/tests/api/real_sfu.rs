@@ -521,3 +521,58 @@ async fn two_replicas_and_two_nodes_share_rooms_and_spread_them() {
     );
     drop(peers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_is_told_to_pause_video_nobody_watches_and_to_resume_it() {
+    let node = spawn_node().await;
+    let app = spawn_app_with(AppOptions {
+        real_sfu: Some((vec![format!("http://{}", node.http)], TOKEN.to_owned())),
+        ..AppOptions::default()
+    })
+    .await;
+    let host = User::new("Ada");
+    let meeting = app.create_meeting(&host, json!({})).await;
+    let id = meeting["id"].as_str().unwrap().to_owned();
+    let token = app.room_token(&id, Some(&host), json!({})).await;
+    let (mut a, _, a_pub, a_sub) = join(&app.ws_url(), &token, true).await;
+    let mid = a_pub.video_mid.unwrap().to_string();
+
+    // Ada is alone: once the node's off-delay (3 s) has passed, her socket is
+    // told that nobody wants her video. Her peers keep running meanwhile.
+    let media =
+        tokio::task::spawn_blocking(move || run(vec![a_pub, a_sub], Duration::from_secs(5)));
+    let published = a.expect("track_published").await;
+    let paused = a.expect("publisher_layers").await;
+    assert_eq!(paused["track_id"], published["track"]["track_id"]);
+    assert_eq!(paused["mid"], mid.as_str());
+    assert_eq!(paused["active"], json!([]));
+    assert!(paused.get("seq").is_none(), "not a room event: {paused}");
+    let mut peers = media.await.unwrap();
+
+    // Bob joins and receives it: it is turned on at once (a single layer is `high`).
+    let bob = User::new("Bob");
+    let b_token = app.room_token(&id, Some(&bob), json!({})).await;
+    let (mut b, _, b_pub, b_sub) = join(&app.ws_url(), &b_token, false).await;
+    peers.push(b_pub);
+    peers.push(b_sub);
+    let media = tokio::task::spawn_blocking(move || run(peers, Duration::from_secs(2)));
+    let resumed = a.expect("publisher_layers").await;
+    assert_eq!(resumed["mid"], mid.as_str());
+    assert_eq!(resumed["active"], json!(["high"]));
+    let peers = media.await.unwrap();
+    assert!(
+        peers[3].received_rtp > 20,
+        "Bob received {} packets after the resume",
+        peers[3].received_rtp
+    );
+
+    // Only the publisher hears about its layers.
+    b.send(json!({"v": 1, "type": "chat", "text": "hi"})).await;
+    loop {
+        let message = b.next().await.expect("open");
+        assert_ne!(message["type"], "publisher_layers", "{message}");
+        if message["type"] == "chat" {
+            break;
+        }
+    }
+}
