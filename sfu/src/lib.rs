@@ -5,12 +5,14 @@
 //! - [`driver`]: the worker thread that owns the core and the UDP socket.
 //! - [`control`]: the internal HTTP control API signaling uses, and the event stream.
 //! - [`metrics`]: counters exported on `/metrics`.
+//! - [`tcp`]: ICE over TCP (RFC 6544/4571) for clients that cannot use UDP.
 //! - [`udp`]: the media socket, read and written in batches (`recvmmsg`/`sendmmsg`).
 
 pub mod control;
 pub mod core;
 pub mod driver;
 pub mod metrics;
+pub mod tcp;
 pub mod udp;
 
 use axum::Router;

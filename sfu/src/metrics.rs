@@ -1,6 +1,7 @@
 //! The SFU's Prometheus metrics, fed from the core's counters by the worker.
 
 use crate::core::SfuStats;
+use crate::tcp::TcpStats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +28,12 @@ pub struct SfuMetrics {
     timer_wakeups: Counter,
     timer_wakeups_coalesced: Counter,
     data_dropped: Counter,
+    tcp_accepted: Counter,
+    tcp_refused: Counter,
+    tcp_bad_framing: Counter,
+    tcp_timed_out: Counter,
+    tcp_frames_dropped: Counter,
+    tcp_connections: Family<WorkerLabel, Gauge>,
     rooms: Family<WorkerLabel, Gauge>,
     participants: Family<WorkerLabel, Gauge>,
     tracks: Family<WorkerLabel, Gauge>,
@@ -125,9 +132,41 @@ impl SfuMetrics {
                 &m.data_dropped,
             ),
         ];
-        for (name, help, counter) in counters {
+        let tcp_counters: [(&str, &str, &Counter); 5] = [
+            (
+                "sfu_tcp_connections_accepted",
+                "ICE-over-TCP media connections accepted",
+                &m.tcp_accepted,
+            ),
+            (
+                "sfu_tcp_connections_refused",
+                "ICE-over-TCP connections closed at once: the worker's limit was reached",
+                &m.tcp_refused,
+            ),
+            (
+                "sfu_tcp_connections_bad_framing",
+                "ICE-over-TCP connections closed for a malformed RFC 4571 frame",
+                &m.tcp_bad_framing,
+            ),
+            (
+                "sfu_tcp_connections_timed_out",
+                "ICE-over-TCP connections closed because no session took their frames in time",
+                &m.tcp_timed_out,
+            ),
+            (
+                "sfu_tcp_frames_dropped",
+                "Frames to a TCP client dropped: its connection was gone or its queue full",
+                &m.tcp_frames_dropped,
+            ),
+        ];
+        for (name, help, counter) in counters.into_iter().chain(tcp_counters) {
             metrics.register(name, help, counter.clone());
         }
+        metrics.register(
+            "sfu_tcp_connections",
+            "ICE-over-TCP media connections open",
+            m.tcp_connections.clone(),
+        );
         metrics.register("sfu_rooms", "Rooms on this node", m.rooms.clone());
         metrics.register(
             "sfu_participants",
@@ -206,6 +245,32 @@ impl SfuMetrics {
             before.data_messages_dropped,
             now.data_messages_dropped,
         );
+    }
+
+    pub fn add_tcp_delta(&self, before: &TcpStats, now: &TcpStats) {
+        let add = |c: &Counter, a: u64, b: u64| {
+            if b > a {
+                c.inc_by(b - a);
+            }
+        };
+        add(&self.tcp_accepted, before.accepted, now.accepted);
+        add(&self.tcp_refused, before.refused, now.refused);
+        add(&self.tcp_bad_framing, before.bad_framing, now.bad_framing);
+        add(&self.tcp_timed_out, before.timed_out, now.timed_out);
+        add(
+            &self.tcp_frames_dropped,
+            before.frames_dropped,
+            now.frames_dropped,
+        );
+    }
+
+    pub fn set_tcp_connections(&self, worker: &str, open: usize) {
+        let label = WorkerLabel {
+            worker: worker.to_owned(),
+        };
+        self.tcp_connections
+            .get_or_create(&label)
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     pub fn set_load(&self, worker: &str, load: &NodeLoad, cpu_seconds: Option<f64>) {
