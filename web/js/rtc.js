@@ -12,7 +12,8 @@
 //
 // Each side is always the offerer on its own connection, so there is no glare.
 // The UI listens to events (`state`, `participants`, `track`, `track-ended`, `mute`,
-// `speakers`, `quality`, `chat`, `lobby`, `locked`, `removed`, `error`, `layer`) and
+// `speakers`, `quality`, `chat`, `lobby`, `locked`, `removed`, `error`, `layer`,
+// `publisher-layers`) and
 // calls the methods (`setMicEnabled`, `setCameraEnabled`, `startScreenShare`,
 // `subscribe`, `sendChat`, host controls, `leave`).
 
@@ -26,6 +27,9 @@ export const SIMULCAST_ENCODINGS = [
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
+
+/** The RID of each layer name the server uses (`publisher_layers`, `layer_changed`). */
+export const LAYER_RIDS = { low: 'q', medium: 'h', high: 'f' };
 
 const PING_EVERY_MS = 10_000;
 const SILENCE_LIMIT_MS = 25_000;
@@ -83,6 +87,8 @@ export class MeetingClient extends EventTarget {
     this.sub = null;
     this.pubChain = Promise.resolve();
     this.subChain = Promise.resolve();
+    /** `publisher_layers` applied one at a time (a sender's parameters are read-modify-write). */
+    this.layersChain = Promise.resolve();
     this.pendingPublisherAnswer = null;
     this.pendingCandidates = [];
     this.joinSent = false;
@@ -256,6 +262,7 @@ export class MeetingClient extends EventTarget {
     this.sub = null;
     this.pubChain = Promise.resolve();
     this.subChain = Promise.resolve();
+    this.layersChain = Promise.resolve();
     if (this.pendingPublisherAnswer) this.pendingPublisherAnswer.reject(new Error('connection reset'));
     this.pendingPublisherAnswer = null;
     for (const info of this.remoteTracks.values()) this.emit('track-ended', info);
@@ -473,6 +480,42 @@ export class MeetingClient extends EventTarget {
     const info = this.remoteTracks.get(m.track_id);
     if (info) info.layer = m.layer;
     this.emit('layer', m);
+  }
+
+  /**
+   * Dynacast: send only the layers of one of our tracks that someone receives.
+   * Each message is the whole set; an encoding it does not name is paused, and
+   * a single-layer track is on when the set is not empty.
+   */
+  on_publisher_layers(m) {
+    const pc = this.pub;
+    const active = Array.isArray(m.active) ? m.active : [];
+    const rids = new Set(active.map((layer) => LAYER_RIDS[layer] || layer));
+    const apply = async () => {
+      if (pc !== this.pub) return; // a reconnect made a new connection, which starts with every layer on
+      const tx = pc.getTransceivers().find((t) => t.mid != null && String(t.mid) === String(m.mid));
+      if (!tx || tx.stopped) {
+        this.emit('debug', { text: `publisher_layers for unknown mid ${m.mid}` });
+        return;
+      }
+      const params = tx.sender.getParameters();
+      const encodings = params.encodings || [];
+      let changed = false;
+      for (const encoding of encodings) {
+        const on = encoding.rid ? rids.has(encoding.rid) : rids.size > 0;
+        if (encoding.active !== on) {
+          encoding.active = on;
+          changed = true;
+        }
+      }
+      if (changed) await tx.sender.setParameters(params);
+      this.emit('publisher-layers', { track_id: m.track_id, mid: m.mid, active });
+    };
+    this.layersChain = this.layersChain.then(apply).catch((error) => {
+      console.error('publisher_layers', error);
+      this.emit('debug', { text: `publisher_layers ${m.mid}: ${error.message}` });
+    });
+    return this.layersChain;
   }
 
   on_chat(m) {

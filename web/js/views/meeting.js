@@ -75,7 +75,7 @@ function renderRoom(root, code, joined, { onExit }) {
     log.push(`${new Date().toISOString().slice(11, 23)} ${text}`);
     if (log.length > 200) log.shift();
   };
-  for (const type of ['state', 'error', 'track', 'track-ended', 'mute', 'layer', 'debug']) {
+  for (const type of ['state', 'error', 'track', 'track-ended', 'mute', 'layer', 'publisher-layers', 'debug']) {
     client.addEventListener(type, (event) => {
       const d = event.detail || {};
       note(`${type} ${JSON.stringify({ ...d, track: undefined, receiver: undefined })}`);
