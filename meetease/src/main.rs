@@ -43,6 +43,11 @@ struct Cli {
     /// The SFU's media port (UDP).
     #[arg(long, env = "SFU_UDP_PORT", default_value_t = sfu::DEFAULT_UDP_PORT)]
     sfu_udp_port: u16,
+    /// ICE over TCP for clients whose network blocks UDP: also listen on TCP
+    /// at the SFU's media port number and offer it as a passive candidate.
+    #[arg(long, env = "SFU_ICE_TCP", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    sfu_ice_tcp: bool,
     /// Address advertised to browsers for media. Defaults to --host.
     #[arg(long, env = "SFU_PUBLIC_IP")]
     sfu_public_ip: Option<IpAddr>,
@@ -131,6 +136,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         public_ip: cli.sfu_public_ip.unwrap_or(host),
         control_token: sfu_control_token.clone(),
         disconnect_grace: sfu::Config::DEFAULT_DISCONNECT_GRACE,
+        ice_tcp: cli.sfu_ice_tcp,
     };
 
     let users_auth_url = loopback_url(auth_l.addr);

@@ -2,10 +2,13 @@
 //! its UDP socket, so the hot path takes no lock. Control commands reach it as
 //! closures over a channel; datagrams are read and sent in batches
 //! ([`crate::udp`]); its events go to a broadcast channel that the control API
-//! streams to signaling.
+//! streams to signaling. With ICE over TCP on, the worker also owns a TCP
+//! listener on the same port number ([`crate::tcp`]), whose connections feed
+//! the core the same way.
 
 use crate::core::{Sfu, SfuConfig, SfuStats, Transmit};
 use crate::metrics::SfuMetrics;
+use crate::tcp::{TcpInput, TcpMedia, TcpStats};
 use crate::udp::{BATCH, MediaSocket};
 use proto::sfu::SfuEvent;
 use std::collections::VecDeque;
@@ -13,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -78,10 +82,12 @@ impl WorkerHandle {
     }
 }
 
-/// Start a worker on its own thread, serving `socket` until `shutdown`.
+/// Start a worker on its own thread, serving `socket` (and, for ICE over TCP,
+/// `tcp`, bound to the same port number) until `shutdown`.
 pub fn spawn(
     index: usize,
     socket: std::net::UdpSocket,
+    tcp: Option<std::net::TcpListener>,
     candidate_addr: SocketAddr,
     disconnect_grace: Duration,
     metrics: SfuMetrics,
@@ -117,6 +123,7 @@ pub fn spawn(
         local_addr,
         candidate_addr: SocketAddr::new(candidate_addr.ip(), local_addr.port()),
         disconnect_grace,
+        ice_tcp: tcp.is_some(),
     };
     std::thread::Builder::new()
         .name("sfu-worker".into())
@@ -139,9 +146,18 @@ pub fn spawn(
                         return;
                     }
                 };
+                let tcp = match tcp.map(TcpMedia::start).transpose() {
+                    Ok(tcp) => tcp,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot register the TCP media listener");
+                        return;
+                    }
+                };
                 let worker = Worker {
                     sfu: Sfu::new(config, Instant::now()),
                     socket: MediaSocket::new(socket),
+                    tcp,
+                    reported_tcp: TcpStats::default(),
                     outbox: VecDeque::new(),
                     reported_at: Instant::now(),
                     commands: command_rx,
@@ -161,6 +177,10 @@ pub fn spawn(
 struct Worker {
     sfu: Sfu,
     socket: MediaSocket,
+    /// ICE over TCP, when on.
+    tcp: Option<TcpMedia>,
+    /// TCP counters as last pushed to the metrics.
+    reported_tcp: TcpStats,
     /// Datagrams the core produced that the socket has not taken yet.
     outbox: VecDeque<Transmit>,
     reported_at: Instant,
@@ -192,6 +212,13 @@ impl Worker {
                     }
                     self.receive();
                 }
+                input = recv_tcp(&mut self.tcp) => match input {
+                    Some(input) => self.receive_tcp(input),
+                    None => {
+                        tracing::warn!("TCP media listener stopped");
+                        self.tcp = None;
+                    }
+                },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now = Instant::now();
@@ -201,6 +228,9 @@ impl Worker {
             self.flush().await;
             if now.saturating_duration_since(self.reported_at) >= REPORT_EVERY {
                 self.reported_at = now;
+                if let Some(tcp) = &mut self.tcp {
+                    tcp.close_expired(now);
+                }
                 self.report(now);
             }
         }
@@ -229,9 +259,32 @@ impl Worker {
         }
     }
 
+    /// Feed the core a TCP input and whatever else the connections queued,
+    /// up to as many as one turn of [`Worker::receive`] reads.
+    fn receive_tcp(&mut self, first: TcpInput) {
+        let Some(tcp) = &mut self.tcp else {
+            return;
+        };
+        let now = Instant::now();
+        let sfu = &mut self.sfu;
+        let mut feed = |remote, bytes: &[u8]| sfu.handle_receive(now, Protocol::Tcp, remote, bytes);
+        tcp.handle_input(first, now, &mut feed);
+        for _ in 1..READ_BATCHES * BATCH {
+            let Some(input) = tcp.try_recv() else {
+                return;
+            };
+            tcp.handle_input(input, now, &mut feed);
+        }
+    }
+
     async fn flush(&mut self) {
         while let Some(transmit) = self.sfu.poll_transmit() {
-            self.outbox.push_back(transmit);
+            match (transmit.proto, &mut self.tcp) {
+                (Protocol::Udp, _) => self.outbox.push_back(transmit),
+                (_, Some(tcp)) => tcp.send(transmit.destination, transmit.contents),
+                // No TCP here: nothing can have come in over it to answer.
+                (_, None) => {}
+            }
         }
         while !self.outbox.is_empty() {
             let batch = self
@@ -266,6 +319,11 @@ impl Worker {
     fn report(&mut self, now: Instant) {
         let stats = self.sfu.stats().clone();
         self.metrics.add_delta(&self.reported, &stats);
+        if let Some(tcp) = &self.tcp {
+            self.metrics.add_tcp_delta(&self.reported_tcp, &tcp.stats);
+            self.metrics.set_tcp_connections(&self.label, tcp.open());
+            self.reported_tcp = tcp.stats.clone();
+        }
         let (since, at_start) = self.rate_window;
         let elapsed = now.saturating_duration_since(since);
         if elapsed >= Duration::from_secs(1) {
@@ -277,6 +335,14 @@ impl Worker {
                 .set_load(&self.label, &load, thread_cpu_seconds());
         }
         self.reported = stats;
+    }
+}
+
+/// The next input of the TCP side; never ready when ICE over TCP is off.
+async fn recv_tcp(tcp: &mut Option<TcpMedia>) -> Option<TcpInput> {
+    match tcp {
+        Some(tcp) => tcp.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`core`]: the sans-IO heart (no sockets, no clock): sessions, routing,
 //!   simulcast layer choice, keyframe and speaker handling.
-//! - [`driver`]: the worker thread that owns the core and the UDP socket.
+//! - [`driver`]: the worker thread that owns the core, the UDP socket and the
+//!   ICE-over-TCP listener.
 //! - [`control`]: the internal HTTP control API signaling uses, and the event stream.
 //! - [`metrics`]: counters exported on `/metrics`.
 //! - [`tcp`]: ICE over TCP (RFC 6544/4571) for clients that cannot use UDP.
@@ -40,6 +41,10 @@ pub struct Config {
     pub control_token: Secret<String>,
     /// How long a participant whose media connection dropped is kept for a resume.
     pub disconnect_grace: Duration,
+    /// ICE over TCP: each worker also listens on TCP at its UDP port number
+    /// and offers it as a passive candidate, for clients whose network blocks
+    /// UDP. Costs nothing while no client uses it.
+    pub ice_tcp: bool,
 }
 
 impl Config {
@@ -84,12 +89,11 @@ pub async fn build_with_workers(
             })?;
             bind.set_port(port);
         }
-        let socket = std::net::UdpSocket::bind(bind).map_err(|err| {
-            StartError::setting("SFU_UDP_PORT", format!("{bind} cannot be bound: {err}"))
-        })?;
+        let (socket, tcp) = bind_media(bind, config.ice_tcp)?;
         let worker = driver::spawn(
             index,
             socket,
+            tcp,
             candidate,
             config.disconnect_grace,
             sfu_metrics.clone(),
@@ -108,6 +112,43 @@ pub async fn build_with_workers(
         http::service_router(SERVICE, api, readiness, metrics),
         handles,
     ))
+}
+
+/// Bind a worker's UDP socket and, with `ice_tcp`, a TCP listener on the same
+/// port number. With port 0 the kernel picks the UDP port, which may be taken
+/// over TCP: then another is tried.
+fn bind_media(
+    bind: SocketAddr,
+    ice_tcp: bool,
+) -> Result<(std::net::UdpSocket, Option<std::net::TcpListener>), StartError> {
+    const ATTEMPTS: usize = 16;
+    for _ in 0..ATTEMPTS {
+        let socket = std::net::UdpSocket::bind(bind).map_err(|err| {
+            StartError::setting("SFU_UDP_PORT", format!("{bind} cannot be bound: {err}"))
+        })?;
+        if !ice_tcp {
+            return Ok((socket, None));
+        }
+        let tcp_bind = socket
+            .local_addr()
+            .map_err(|err| StartError::other(format!("the media socket has no address: {err}")))?;
+        match std::net::TcpListener::bind(tcp_bind) {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(_) if bind.port() == 0 => continue,
+            Err(err) => {
+                return Err(StartError::setting(
+                    "SFU_ICE_TCP",
+                    format!(
+                        "TCP {tcp_bind} cannot be bound: {err} (SFU_ICE_TCP=false turns it off)"
+                    ),
+                ));
+            }
+        }
+    }
+    Err(StartError::other(format!(
+        "no free port on {} for both UDP and TCP after {ATTEMPTS} tries",
+        bind.ip()
+    )))
 }
 
 /// On the first shutdown signal, stop taking new rooms and let the rooms here

@@ -1,6 +1,7 @@
 //! `meetease-sfu`: one SFU node as its own process.
 
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 use servicekit::Secret;
 use servicekit::service::{ServiceArgs, run_service_until};
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,11 @@ struct Cli {
     /// UDP port for media.
     #[arg(long, env = "SFU_UDP_PORT", default_value_t = sfu::DEFAULT_UDP_PORT)]
     udp_port: u16,
+    /// ICE over TCP for clients whose network blocks UDP: also listen on TCP
+    /// at the media port number(s) and offer it as a passive candidate.
+    #[arg(long, env = "SFU_ICE_TCP", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    ice_tcp: bool,
     /// Address advertised to browsers as the ICE candidate. Defaults to --host.
     #[arg(long, env = "SFU_PUBLIC_IP")]
     public_ip: Option<IpAddr>,
@@ -47,6 +53,7 @@ async fn main() -> ExitCode {
         public_ip: cli.public_ip.unwrap_or(host),
         control_token: cli.control_token,
         disconnect_grace: Duration::from_secs(cli.disconnect_grace_secs),
+        ice_tcp: cli.ice_tcp,
     };
     let workers = cli.workers;
     let drain_limit = Duration::from_secs(cli.drain_secs);

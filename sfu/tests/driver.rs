@@ -45,6 +45,7 @@ async fn spawn_node_with(workers: usize) -> Node {
         public_ip: "127.0.0.1".parse().unwrap(),
         control_token: Secret::new(TOKEN.to_owned()),
         disconnect_grace: Duration::from_secs(5),
+        ice_tcp: true,
     };
     let (router, handles) = sfu::build_with_workers(config, workers, shutdown.clone())
         .await

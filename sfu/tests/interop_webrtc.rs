@@ -76,6 +76,7 @@ async fn spawn_node() -> Node {
         public_ip: "127.0.0.1".parse().unwrap(),
         control_token: Secret::new(TOKEN.to_owned()),
         disconnect_grace: Duration::from_secs(5),
+        ice_tcp: true,
     };
     let (router, _workers) = sfu::build_with_workers(config, 1, shutdown.clone())
         .await

@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
             local_addr: addr,
             candidate_addr: addr,
             disconnect_grace: Duration::from_secs(5),
+            ice_tcp: false,
         },
         now,
     );

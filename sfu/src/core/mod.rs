@@ -43,6 +43,7 @@ use proto::sfu::{
     RemoteCandidate, RoomSnapshot, SdpAnswer, SessionCreated, SetSubscription, SfuEvent,
     SpeakerLevel, SubscribedTrack, SubscriberOffer, TrackDeclaration,
 };
+use rustc_hash::FxHashMap;
 use speaker::SpeakerDetector;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -54,7 +55,7 @@ use str0m::change::{SdpAnswer as StrSdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::{Codec, CodecSpec};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{
     Candidate, Event, IceConnectionState, IceCreds, Input, Output, PacerReason, Reason, Rtc,
@@ -95,6 +96,9 @@ pub struct SfuConfig {
     pub candidate_addr: SocketAddr,
     /// How long a participant whose connection dropped is kept for a resume.
     pub disconnect_grace: Duration,
+    /// Also offer a passive TCP host candidate on `candidate_addr` (ICE over
+    /// TCP, RFC 6544): the driver listens on the same port number over TCP.
+    pub ice_tcp: bool,
 }
 
 /// Why a control command failed. Each maps to a stable error code in the driver.
@@ -119,6 +123,8 @@ pub enum SfuError {
 /// A datagram to send.
 #[derive(Debug)]
 pub struct Transmit {
+    /// UDP, or TCP: a frame for the connection whose remote end is `destination`.
+    pub proto: Protocol,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
 }
@@ -244,6 +250,9 @@ struct Subscription {
     demand: Option<Layer>,
     /// Incoming payload type → outgoing payload type.
     pt_map: Vec<(Pt, Pt)>,
+    /// The send stream this is written to, once found: str0m finds a stream
+    /// by SSRC in a map, by mid only by a walk over every stream.
+    out_ssrc: Option<(Mid, Ssrc)>,
 }
 
 struct Participant {
@@ -257,7 +266,7 @@ struct Participant {
     published: HashMap<Mid, TrackId>,
     /// Publisher SSRC → (track, simulcast layer), filled on first packet.
     ssrc_routes: HashMap<Ssrc, (TrackId, Option<Rid>)>,
-    subscriptions: HashMap<TrackId, Subscription>,
+    subscriptions: FxHashMap<TrackId, Subscription>,
     /// Subscriber mid → track, for keyframe requests.
     out_by_mid: HashMap<Mid, TrackId>,
     pending_offer: Option<SdpPendingOffer>,
@@ -374,13 +383,14 @@ struct Room {
 /// The SFU core. See the module docs for the polling contract.
 pub struct Sfu {
     config: SfuConfig,
-    peers: HashMap<PeerKey, Peer>,
+    peers: FxHashMap<PeerKey, Peer>,
     next_peer: PeerKey,
     by_ufrag: HashMap<String, PeerKey>,
-    by_addr: HashMap<SocketAddr, PeerKey>,
-    participants: HashMap<ParticipantId, Participant>,
+    /// By transport and remote address: a UDP and a TCP client can share one.
+    by_addr: HashMap<(Protocol, SocketAddr), PeerKey>,
+    participants: FxHashMap<ParticipantId, Participant>,
     rooms: HashMap<RoomId, Room>,
-    tracks: HashMap<TrackId, Track>,
+    tracks: FxHashMap<TrackId, Track>,
     /// Events from `Rtc`s not yet handled, in order.
     rtc_events: VecDeque<(PeerKey, Event)>,
     transmits: VecDeque<Transmit>,
@@ -402,13 +412,13 @@ impl Sfu {
     pub fn new(config: SfuConfig, now: Instant) -> Self {
         Self {
             config,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             next_peer: 1,
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             rooms: HashMap::new(),
-            tracks: HashMap::new(),
+            tracks: FxHashMap::default(),
             rtc_events: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -486,22 +496,35 @@ impl Sfu {
 
     /// A datagram arrived on the media socket from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.handle_receive(now, Protocol::Udp, source, data);
+    }
+
+    /// A datagram arrived over `proto` from `source`: a UDP datagram, or one
+    /// RFC 4571 frame of the TCP connection from `source`. Returns whether a
+    /// session took it (the driver keeps a TCP connection only while one does).
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> bool {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let Ok(contents) = data.try_into() else {
             self.stats.malformed_datagrams += 1;
-            return;
+            return false;
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination: self.config.local_addr,
                 contents,
             },
         );
-        let accepts = |peers: &HashMap<PeerKey, Peer>, key: PeerKey| {
+        let accepts = |peers: &FxHashMap<PeerKey, Peer>, key: PeerKey| {
             peers.get(&key).is_some_and(|peer| {
                 catch_unwind(AssertUnwindSafe(|| peer.rtc.accepts(&input))).unwrap_or(false)
             })
@@ -509,7 +532,7 @@ impl Sfu {
         // The 4-tuple first (the hot path), then the ICE username for STUN.
         let mut key = self
             .by_addr
-            .get(&source)
+            .get(&(proto, source))
             .copied()
             .filter(|k| accepts(&self.peers, *k));
         if key.is_none()
@@ -521,7 +544,7 @@ impl Sfu {
                 .copied()
                 .filter(|k| accepts(&self.peers, *k));
             if let Some(k) = key {
-                self.by_addr.insert(source, k);
+                self.by_addr.insert((proto, source), k);
             }
         }
         match key {
@@ -534,6 +557,7 @@ impl Sfu {
             None => self.stats.unknown_datagrams += 1,
         }
         self.process(now);
+        key.is_some()
     }
 
     /// Time has passed: drive every `Rtc` that asked for it, and the periodic work.
@@ -601,7 +625,7 @@ impl Sfu {
             declared: declarations(&request.tracks),
             published: HashMap::new(),
             ssrc_routes: HashMap::new(),
-            subscriptions: HashMap::new(),
+            subscriptions: FxHashMap::default(),
             out_by_mid: HashMap::new(),
             pending_offer: None,
             publisher_channels: HashMap::new(),
@@ -920,6 +944,16 @@ impl Sfu {
         }
         let mut rtc = config.build(now);
         if let Ok(candidate) = Candidate::host(self.config.candidate_addr, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        // Passive: clients connect to us (RFC 6544); UDP stays preferred by priority.
+        if self.config.ice_tcp
+            && let Ok(candidate) = Candidate::builder()
+                .tcp()
+                .host(self.config.candidate_addr)
+                .tcptype(TcpType::Passive)
+                .build()
+        {
             rtc.add_local_candidate(candidate);
         }
         let key = self.next_peer;
@@ -1520,12 +1554,31 @@ impl Sfu {
             let coalesced = &mut self.stats.timer_wakeups_coalesced;
             let written = catch_unwind(AssertUnwindSafe(|| {
                 let mut api = peer.rtc.direct_api();
-                let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-                    return Ok::<bool, RtcError>(false);
+                let ssrc = match sub.out_ssrc {
+                    Some((m, ssrc)) if m == mid && api.stream_tx(&ssrc).is_some() => ssrc,
+                    _ => {
+                        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                            return Ok::<bool, RtcError>(false);
+                        };
+                        let ssrc = stream.ssrc();
+                        sub.out_ssrc = Some((mid, ssrc));
+                        ssrc
+                    }
                 };
-                let ssrc = stream.ssrc();
+                let Some(stream) = api.stream_tx(&ssrc) else {
+                    return Ok(false);
+                };
                 stream.write_rtp(write);
                 peer.pacing.wrote(ssrc);
+                // str0m sends what was written on its next timeout pass, due at
+                // once. Run it now, while this session is still in the CPU's
+                // cache, rather than after every other subscriber has been
+                // written. (The write itself only queued the packet: nothing to
+                // drain before this input.)
+                peer.timeout = None;
+                *wakeups += 1;
+                peer.pacing.busy = false;
+                peer.rtc.handle_input(Input::Timeout(now))?;
                 drain(
                     now,
                     subscriber_key,
@@ -1535,24 +1588,6 @@ impl Sfu {
                     timeouts,
                     coalesced,
                 )?;
-                // str0m sends what was written on its next timeout pass, which is
-                // due at once. Run it now, while this session is still in the CPU's
-                // cache, rather than after every other subscriber has been written.
-                if peer.timeout.is_some_and(|at| at <= now) {
-                    peer.timeout = None;
-                    *wakeups += 1;
-                    peer.pacing.busy = false;
-                    peer.rtc.handle_input(Input::Timeout(now))?;
-                    drain(
-                        now,
-                        subscriber_key,
-                        peer,
-                        transmits,
-                        events,
-                        timeouts,
-                        coalesced,
-                    )?;
-                }
                 Ok(true)
             }));
             match written {
@@ -2010,6 +2045,7 @@ fn drain(
             Output::Transmit(t) => {
                 peer.pacing.sent(&t.contents);
                 transmits.push_back(Transmit {
+                    proto: t.proto,
                     destination: t.destination,
                     contents: t.contents.into(),
                 })
@@ -2087,6 +2123,7 @@ fn new_subscription(track: &Track) -> Subscription {
         max_layer: Layer::High,
         demand: None,
         pt_map: Vec::new(),
+        out_ssrc: None,
     }
 }
 

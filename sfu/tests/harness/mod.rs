@@ -91,6 +91,7 @@ impl World {
             local_addr: addr(SFU_ADDR),
             candidate_addr: addr(SFU_ADDR),
             disconnect_grace: Duration::from_secs(5),
+            ice_tcp: false,
         };
         World {
             now,
