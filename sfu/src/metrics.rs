@@ -123,7 +123,7 @@ impl SfuMetrics {
             ),
             (
                 "sfu_timer_wakeups_coalesced",
-                "Pacer wake-ups put off until the session had something to send",
+                "Subscriber housekeeping wake-ups put off to run at most every 10 ms",
                 &m.timer_wakeups_coalesced,
             ),
             (
