@@ -28,6 +28,8 @@ const HTTP_PORT: u16 = 8088;
 pub struct JanusProcess {
     child: Option<Child>,
     netns: String,
+    /// The host end of the veth pair, deleted explicitly on drop.
+    veth_host: String,
     dir: PathBuf,
     /// The load generator's side of the veth: participants bind here.
     pub host_ip: Ipv4Addr,
@@ -64,14 +66,19 @@ impl JanusProcess {
         let (third, fourth) = ((block / 64) as u8, ((block % 64) * 4) as u8);
         let host_ip = Ipv4Addr::new(10, 213, third, fourth + 1);
         let janus_ip = Ipv4Addr::new(10, 213, third, fourth + 2);
-        let netns = format!("meetease-lt-{pid}");
-        let (veth_host, veth_janus) = (format!("mlt{pid}h"), format!("mlt{pid}j"));
+        // Names unique per Janus this process starts: a ramp starts one per step,
+        // and the kernel tears a deleted namespace down asynchronously.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+        let netns = format!("meetease-lt-{pid}-{n}");
+        let (veth_host, veth_janus) = (format!("mlt{pid}{n}h"), format!("mlt{pid}{n}j"));
         sh("ip", &["netns", "add", &netns])
             .context("creating a network namespace (the baseline needs root)")?;
         // From here on `Drop` cleans up, even if Janus never starts.
         let mut process = JanusProcess {
             child: None,
             netns: netns.clone(),
+            veth_host: veth_host.clone(),
             dir: std::env::temp_dir().join(format!("meetease-janus-{pid}")),
             host_ip,
             janus_ip,
@@ -167,6 +174,11 @@ impl Drop for JanusProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Deleting one end of a veth pair deletes both, synchronously; the
+        // namespace itself goes away in the background.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth_host])
+            .output();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .output();
