@@ -184,18 +184,46 @@ packets per track`; divide the node's forwarded packets per CPU-second (above) b
 
 ## Where the time goes, and the road to 250 000
 
-Measured with `perf record` on the SFU at 300 lean receivers: ~25% of SFU CPU is the kernel's `sendto` path
-(loopback also charges the receiver's side to the sender), ~40% is str0m's per-session timers (the bandwidth
-estimator's pacer asks for a wake-up every ~5 ms per subscriber connection, and each wake-up polls SCTP, ICE and
-every stream), ~20% is str0m's send path (queue, SRTP with AES-256-GCM, poll), the rest is our routing.
 Published SFUs reach 25–75k packets per busy core (see `../shared/design/anchors.md`); the goal for MeetEase is
-250k. The measured levers, in order: coalescing str0m timers across sessions (a timer wheel that serves due
-sessions in one pass, or fewer wake-ups from str0m upstream), dropping the SCTP association for subscribers that
-open no data channel, AES-128-GCM instead of AES-256-GCM, and batched sends (`sendmmsg`, GSO).
+250k per SFU CPU-second. It is not reached on this machine. What a forwarded packet costs, measured two ways:
+
+- **The whole process on loopback** (the tables above). `perf record --call-graph dwarf` on the SFU at 300 lean
+  receivers: ~35% of its CPU is the kernel's UDP path inside `sendmmsg`, and a third of that (~11 points) is
+  the *receivers'* side — on loopback the sender's system call also runs the softirq that delivers each
+  datagram to the receiving socket and wakes its reader, work a real NIC leaves to the other machine. ~36% is
+  str0m's output walk after each input (DTLS, ICE, SCTP and stream polling, then the send path: header,
+  SRTP AES-256-GCM ~5%, a copy of every packet into the RTX cache ~5%), ~9% str0m's timeout pass, ~7% SCTP
+  polling for the subscriber connection's room data channel, ~6% our routing.
+- **The core alone, in memory** (`cargo run --release -p sfu --example forward_bench -- 300 3`; no sockets,
+  real ICE/DTLS/SRTP, thread CPU time inside the core only; see `docs/benchmarks/sfu-core.md`): the cost grows
+  with the audience — each packet touches every subscriber's session state, so it is bound by memory, not by
+  arithmetic.
+
+Run to run, the same commit on this VM gives very different per-core figures: three video fan-out ramps
+within an hour (2026-11-28, commits 8906e2c–31c9e5f, nothing else running) put MeetEase at 89–107k, 72–105k
+and 71–75k forwarded packets per CPU-second and Janus at 51–62k and 62–82k; the in-memory figure below is the
+steadier one to compare changes with.
+
+Done this session: a session's wake-up is never lost (the old heap dropped a timeout str0m asked for twice —
+in the in-memory harness most packets then never left); the pass that sends a written packet runs at once
+while the session is hot; a subscriber's housekeeping wake-ups run at most every 10 ms; `recvmmsg`/`sendmmsg`
+in batches of 32; hot maps on FxHash; the send stream found by SSRC. Putting off str0m's pacer-gate wake-up
+(one pass per packet sent) halved the passes in a fan-out, but meetings of full receivers then lost 4–6% of
+their video and got lower bandwidth estimates, so it was taken out. On loopback the gain is mostly hidden
+under the kernel's share.
+
+The levers left, in order: carry the room data channel on the publisher connection so subscriber
+connections have no SCTP association (~7%); shrink the per-session state a packet touches (the RTX cache
+copy, stream lookups); AES-128-GCM (str0m 0.25 offers no setting); on a real NIC the receivers' softirq share
+leaves the SFU. Join cost: str0m builds a DTLS configuration per connection and validates the crypto provider
+each time (an ECDH and an ECDSA self-test, ~1.3 ms of CPU per connection), which a shared configuration would
+remove.
 
 ## Not measured yet
 
 - Churn (people leaving and joining during the run) and screen share as a separate scenario.
+- Dynacast's saving: the synthetic publishers ignore `publisher_layers` and keep sending every layer, so
+  these runs forward and drop unwatched layers as before (browsers do pause them; see the web e2e test).
 """)
 for n in names:
     if results[n]:
