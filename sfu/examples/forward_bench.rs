@@ -66,7 +66,7 @@ fn main() {
     println!(
         "{receivers} {} receivers, {seconds} s of media: {forwarded} packets forwarded, \
          core CPU {:.3} s -> {:.2} us per packet, {:.0} packets per core CPU-second; \
-         {:.2} session wake-ups per packet ({:.2} housekeeping put off); {sent} datagrams sent, \
+         {:.2} session wake-ups per packet ({:.2} housekeeping deferrals); {sent} datagrams sent, \
          {received} RTP packets counted by lean receivers; bench wall time {:.1} s",
         if full { "full" } else { "lean" },
         cpu,
