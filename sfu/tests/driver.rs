@@ -6,7 +6,6 @@
 use proto::ids::ParticipantId;
 use proto::media::{RoomId, TrackSource};
 use proto::sfu::{CreateSession, SessionCreated, SubscriberAnswer, TrackDeclaration};
-use servicekit::Secret;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -17,50 +16,8 @@ use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "test-control-token-0123456789";
-
-struct Node {
-    http: SocketAddr,
-    media: SocketAddr,
-    /// Every worker's media address (the first is `media`).
-    all_media: Vec<SocketAddr>,
-    handles: Vec<sfu::driver::WorkerHandle>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn spawn_node() -> Node {
-    spawn_node_with(1).await
-}
-
-async fn spawn_node_with(workers: usize) -> Node {
-    let shutdown = CancellationToken::new();
-    let config = sfu::Config {
-        udp_bind: "127.0.0.1:0".parse().unwrap(),
-        public_ip: "127.0.0.1".parse().unwrap(),
-        control_token: Secret::new(TOKEN.to_owned()),
-        disconnect_grace: Duration::from_secs(5),
-        ice_tcp: true,
-    };
-    let (router, handles) = sfu::build_with_workers(config, workers, shutdown.clone())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = listener.local_addr().unwrap();
-    tokio::spawn(servicekit::http::serve(listener, router, shutdown.clone()));
-    Node {
-        http,
-        media: handles[0].local_addr,
-        all_media: handles.iter().map(|w| w.local_addr).collect(),
-        handles,
-        shutdown,
-    }
-}
+mod node;
+use node::{Node, TOKEN, spawn_node, spawn_node_with};
 
 /// A str0m peer on its own UDP socket.
 struct UdpPeer {

@@ -7,7 +7,6 @@
 use proto::ids::ParticipantId;
 use proto::media::{RoomId, TrackSource};
 use proto::sfu::{CreateSession, SessionCreated, SubscriberAnswer, TrackDeclaration};
-use servicekit::Secret;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -18,46 +17,12 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "test-control-token-0123456789";
 /// Longest any step may take before the test fails with a message.
+mod node;
+use node::{Node, TOKEN, spawn_node};
+
 const STEP: Duration = Duration::from_secs(10);
-
-struct Node {
-    http: SocketAddr,
-    /// The worker's media port, UDP and TCP.
-    media: SocketAddr,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn spawn_node() -> Node {
-    let shutdown = CancellationToken::new();
-    let config = sfu::Config {
-        udp_bind: "127.0.0.1:0".parse().unwrap(),
-        public_ip: "127.0.0.1".parse().unwrap(),
-        control_token: Secret::new(TOKEN.to_owned()),
-        disconnect_grace: Duration::from_secs(5),
-        ice_tcp: true,
-    };
-    let (router, handles) = sfu::build_with_workers(config, 1, shutdown.clone())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = listener.local_addr().unwrap();
-    tokio::spawn(servicekit::http::serve(listener, router, shutdown.clone()));
-    Node {
-        http,
-        media: handles[0].local_addr,
-        shutdown,
-    }
-}
 
 /// How a peer reaches the SFU.
 enum Transport {

@@ -21,7 +21,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use servicekit::Secret;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +39,9 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder, register_default_interceptors,
 };
 
-const TOKEN: &str = "test-control-token-0123456789";
+mod node;
+use node::{Node, TOKEN, spawn_node};
+
 const ROOM: &str = "interop-room";
 /// Bound on every wait; on a quiet machine each step takes well under a second.
 const WAIT: Duration = Duration::from_secs(20);
@@ -56,36 +57,6 @@ const VIDEO_PACKETS: usize = 150;
 const AUDIO_PACKETS: usize = 40;
 const VIDEO_SSRC: u32 = 0x1111_0001;
 const AUDIO_SSRC: u32 = 0x1111_0002;
-
-struct Node {
-    http: SocketAddr,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// The real node, as in `driver.rs`: one UDP worker, control API on a free port.
-async fn spawn_node() -> Node {
-    let shutdown = CancellationToken::new();
-    let config = sfu::Config {
-        udp_bind: "127.0.0.1:0".parse().unwrap(),
-        public_ip: "127.0.0.1".parse().unwrap(),
-        control_token: Secret::new(TOKEN.to_owned()),
-        disconnect_grace: Duration::from_secs(5),
-        ice_tcp: true,
-    };
-    let (router, _workers) = sfu::build_with_workers(config, 1, shutdown.clone())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = listener.local_addr().unwrap();
-    tokio::spawn(servicekit::http::serve(listener, router, shutdown.clone()));
-    Node { http, shutdown }
-}
 
 /// `future`'s output, or a panic naming what never happened.
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {

@@ -162,8 +162,6 @@ struct Peer {
     /// in [`Sfu::timeouts`]. `None` while it is being served, so that whatever
     /// str0m asks for next is always scheduled, even the same instant again.
     timeout: Option<Instant>,
-    /// Why, as str0m tells it.
-    reason: Reason,
 
     ufrag: String,
 }
@@ -904,7 +902,6 @@ impl Sfu {
                 participant,
                 role,
                 timeout: Some(now),
-                reason: Reason::NotHappening,
                 ufrag: creds.ufrag,
             },
         );
@@ -2008,7 +2005,6 @@ fn schedule(
     coalesced: &mut u64,
 ) {
     let reason = peer.rtc.last_timeout_reason();
-    peer.reason = reason;
     let lenient = if peer.role == PeerRole::Subscriber
         && matches!(
             reason,
