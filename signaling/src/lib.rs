@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod code;
 pub mod live;
+pub mod mailbox;
 pub mod meetings;
 pub mod outbox;
 pub mod room;

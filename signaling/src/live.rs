@@ -22,7 +22,7 @@ use servicekit::backends::Db;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -108,16 +108,14 @@ impl RtcMetrics {
     }
 }
 
-/// What the SFU says to one participant's session.
-#[derive(Debug, Clone)]
-pub enum Direct {
-    Sfu(SfuEvent),
-}
+pub use crate::mailbox::Direct;
+use crate::mailbox::Mailbox;
 
 struct LocalSession {
     room: RoomId,
     conn: Uuid,
-    direct: mpsc::Sender<Direct>,
+    /// What the SFU says to this session (see [`Mailbox`]).
+    direct: Arc<Mailbox>,
 }
 
 /// One replica's live state. Cheap to clone.
@@ -345,29 +343,36 @@ impl Live {
 
     // --- local sessions ---
 
-    pub fn register(
-        &self,
-        participant: ParticipantId,
-        room: RoomId,
-        conn: Uuid,
-    ) -> mpsc::Receiver<Direct> {
-        let (tx, rx) = mpsc::channel(64);
+    pub fn register(&self, participant: ParticipantId, room: RoomId, conn: Uuid) -> Arc<Mailbox> {
+        let mailbox = Arc::new(Mailbox::new());
+        let room_check = room.clone();
         let mut local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
-        local.insert(
+        let previous = local.insert(
             participant,
             LocalSession {
                 room,
                 conn,
-                direct: tx,
+                direct: mailbox.clone(),
             },
         );
-        rx
+        // The session this one takes over (a resume) sees its mailbox end;
+        // what the SFU said to it and it had not sent yet (an offer waiting
+        // for an answer, say) goes to this one.
+        if let Some(previous) = previous {
+            previous.direct.close();
+            if previous.room == room_check {
+                mailbox.take_over(&previous.direct);
+            }
+        }
+        mailbox
     }
 
     pub fn unregister(&self, participant: ParticipantId, conn: Uuid) {
         let mut local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
-        if local.get(&participant).is_some_and(|s| s.conn == conn) {
-            local.remove(&participant);
+        if local.get(&participant).is_some_and(|s| s.conn == conn)
+            && let Some(session) = local.remove(&participant)
+        {
+            session.direct.close();
         }
     }
 
@@ -384,8 +389,8 @@ impl Live {
     fn direct(&self, room: &RoomId, participant: ParticipantId, message: Direct) {
         let local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(session) = local.get(&participant).filter(|s| &s.room == room) {
-            // A session too slow to take SFU messages loses them; it will renegotiate.
-            let _ = session.direct.try_send(message);
+            // Never blocks and never loses the latest state (see `Mailbox`).
+            session.direct.post(message);
         }
     }
 

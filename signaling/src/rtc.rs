@@ -435,8 +435,8 @@ where
         }
     };
     live.metrics().joins.inc();
-    let mut direct = live.register(me.id(), me.room.clone(), me.conn);
-    let exit = joined(&live, &mut conn, &mut rx, &me, &mut events, &mut direct).await;
+    let direct = live.register(me.id(), me.room.clone(), me.conn);
+    let exit = joined(&live, &mut conn, &mut rx, &me, &mut events, &direct).await;
     match exit {
         Exit::Left => {
             leave(&live, &me, "left").await;
@@ -939,7 +939,7 @@ async fn joined<Tx, Rx>(
     rx: &mut Rx,
     me: &Me,
     events: &mut tokio::sync::broadcast::Receiver<RoomEvent>,
-    direct: &mut tokio::sync::mpsc::Receiver<Direct>,
+    direct: &crate::mailbox::Mailbox,
 ) -> Exit
 where
     Tx: Sink<Outbound> + Unpin + Send,
