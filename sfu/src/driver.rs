@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -181,8 +181,9 @@ struct Worker {
     tcp: Option<TcpMedia>,
     /// TCP counters as last pushed to the metrics.
     reported_tcp: TcpStats,
-    /// Datagrams the core produced that the socket has not taken yet.
-    outbox: VecDeque<Transmit>,
+    /// Datagrams the core produced that the socket has not taken yet, each
+    /// with the arrival time of the RTP packet it is a copy of, when it is one.
+    outbox: VecDeque<(Transmit, Option<Instant>)>,
     reported_at: Instant,
     commands: mpsc::UnboundedReceiver<Command>,
     events: broadcast::Sender<SfuEvent>,
@@ -237,14 +238,33 @@ impl Worker {
         tracing::info!("SFU worker stopped");
     }
 
-    /// Feed the core what is queued on the socket, a batch at a time.
+    /// Feed the core what is queued on the socket, a batch at a time. What
+    /// each datagram produces is sent as soon as a whole batch of it is
+    /// ready, not after the turn: a packet fanned out to hundreds of
+    /// subscribers would otherwise hold its first copies back until the last
+    /// were made, and the packets after it.
     fn receive(&mut self) {
         for _ in 0..READ_BATCHES {
             match self.socket.try_recv_batch() {
                 Ok(count) => {
                     let now = Instant::now();
-                    for (source, bytes) in self.socket.received() {
-                        self.sfu.handle_datagram(now, source, bytes);
+                    let wall = SystemTime::now();
+                    for index in 0..count {
+                        let (received, bytes) = self.socket.datagram(index);
+                        self.sfu.handle_datagram(now, received.source, bytes);
+                        // A copy of this packet is timed from the kernel's
+                        // stamp, put on this thread's clock.
+                        let arrived = received
+                            .arrived
+                            .filter(|_| crate::core::codec::is_rtp(bytes))
+                            .map(|arrived| {
+                                let waited = wall.duration_since(arrived).unwrap_or_default();
+                                now.checked_sub(waited).unwrap_or(now)
+                            });
+                        self.take_transmits(arrived);
+                        if self.outbox.len() >= BATCH {
+                            self.send_batches(BATCH);
+                        }
                     }
                     if count < BATCH {
                         return; // the queue is empty
@@ -277,37 +297,57 @@ impl Worker {
         }
     }
 
-    async fn flush(&mut self) {
+    /// Move what the core has produced to the outbox (UDP) or to its TCP
+    /// connection. `arrived`: these are copies of an RTP packet that arrived
+    /// then (their send is timed for the forward-latency metric).
+    fn take_transmits(&mut self, arrived: Option<Instant>) {
         while let Some(transmit) = self.sfu.poll_transmit() {
             match (transmit.proto, &mut self.tcp) {
-                (Protocol::Udp, _) => self.outbox.push_back(transmit),
+                (Protocol::Udp, _) => self.outbox.push_back((transmit, arrived)),
                 (_, Some(tcp)) => tcp.send(transmit.destination, transmit.contents),
                 // No TCP here: nothing can have come in over it to answer.
                 (_, None) => {}
             }
         }
-        while !self.outbox.is_empty() {
+    }
+
+    /// Send from the outbox while at least `min` datagrams wait, without
+    /// waiting; `true` when the socket buffer is full.
+    fn send_batches(&mut self, min: usize) -> bool {
+        while self.outbox.len() >= min.max(1) {
             let batch = self
                 .outbox
                 .iter()
-                .map(|t| (t.destination, t.contents.as_slice()));
+                .map(|(t, _)| (t.destination, t.contents.as_slice()));
             match self.socket.try_send_batch(batch) {
                 Ok(sent) => {
+                    let at = Instant::now();
                     // The kernel always takes at least one; never spin on none.
-                    self.outbox.drain(..sent.clamp(1, self.outbox.len()));
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    // The socket buffer is full: wait for room rather than drop.
-                    if self.socket.writable().await.is_err() {
-                        self.outbox.clear();
+                    for (_, arrived) in self.outbox.drain(..sent.clamp(1, self.outbox.len())) {
+                        if let Some(arrived) = arrived {
+                            self.metrics
+                                .observe_forward_latency(at.saturating_duration_since(arrived));
+                        }
                     }
                 }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(err) => {
                     // The first datagram's destination was refused: drop it alone.
-                    if let Some(transmit) = self.outbox.pop_front() {
+                    if let Some((transmit, _)) = self.outbox.pop_front() {
                         tracing::debug!(%err, destination = %transmit.destination, "send failed");
                     }
                 }
+            }
+        }
+        false
+    }
+
+    async fn flush(&mut self) {
+        self.take_transmits(None);
+        while !self.outbox.is_empty() {
+            // The socket buffer is full: wait for room rather than drop.
+            if self.send_batches(1) && self.socket.writable().await.is_err() {
+                self.outbox.clear();
             }
         }
         while let Some(event) = self.sfu.poll_event() {

@@ -7,11 +7,21 @@
 //!
 //! Built on nix's safe wrappers of the two calls; the socket stays a tokio
 //! `UdpSocket` for readiness.
+//!
+//! The kernel stamps each datagram with the time it arrived
+//! (`SO_TIMESTAMPNS`), so the worker can measure the latency the SFU adds
+//! from that moment on, including the time a datagram waited in the socket's
+//! queue behind others.
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
+    sockopt,
+};
+use nix::sys::time::TimeSpec;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -26,6 +36,11 @@ pub const MAX_DATAGRAM: usize = 2048;
 pub struct Received {
     pub source: SocketAddr,
     pub len: usize,
+    /// When the kernel received it (wall clock), if it said.
+    pub arrived: Option<SystemTime>,
+    /// Which receive buffer holds it (a datagram without a usable source
+    /// address is skipped, so this can run ahead of its position).
+    slot: usize,
 }
 
 pub struct MediaSocket {
@@ -41,9 +56,13 @@ pub struct MediaSocket {
 
 impl MediaSocket {
     pub fn new(socket: UdpSocket) -> Self {
+        // Best effort: without stamps only the latency measurement is lost.
+        if let Err(err) = setsockopt(&socket, sockopt::ReceiveTimestampns, &true) {
+            tracing::debug!(%err, "no kernel receive timestamps");
+        }
         MediaSocket {
             socket,
-            recv_headers: MultiHeaders::preallocate(BATCH, None),
+            recv_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
             send_headers: MultiHeaders::preallocate(BATCH, None),
             buffers: vec![0; BATCH * MAX_DATAGRAM],
             received: Vec::with_capacity(BATCH),
@@ -88,12 +107,26 @@ impl MediaSocket {
                 MsgFlags::MSG_DONTWAIT,
                 None,
             )?;
-            for message in results {
+            for (slot, message) in results.enumerate() {
                 // A datagram with no usable source address cannot be answered.
                 if let Some(source) = message.address.as_ref().and_then(to_std) {
+                    let arrived = message.cmsgs().ok().and_then(|mut cmsgs| {
+                        cmsgs.find_map(|cmsg| match cmsg {
+                            ControlMessageOwned::ScmTimestampns(ts) => {
+                                let since_epoch = Duration::new(
+                                    u64::try_from(ts.tv_sec()).ok()?,
+                                    u32::try_from(ts.tv_nsec()).ok()?,
+                                );
+                                SystemTime::UNIX_EPOCH.checked_add(since_epoch)
+                            }
+                            _ => None,
+                        })
+                    });
                     received.push(Received {
                         source,
                         len: message.bytes,
+                        arrived,
+                        slot,
                     });
                 }
             }
@@ -102,15 +135,12 @@ impl MediaSocket {
         Ok(self.received.len())
     }
 
-    /// The datagrams the last [`MediaSocket::try_recv_batch`] read, with their bytes.
-    pub fn received(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.received.iter().enumerate().map(|(i, r)| {
-            let start = i * MAX_DATAGRAM;
-            (
-                r.source,
-                &self.buffers[start..start + r.len.min(MAX_DATAGRAM)],
-            )
-        })
+    /// Datagram `index` of those the last [`MediaSocket::try_recv_batch`]
+    /// read (fewer than it returned), with its bytes.
+    pub fn datagram(&self, index: usize) -> (Received, &[u8]) {
+        let r = self.received[index];
+        let start = r.slot * MAX_DATAGRAM;
+        (r, &self.buffers[start..start + r.len.min(MAX_DATAGRAM)])
     }
 
     /// Send up to [`BATCH`] of `datagrams` in one call without waiting; how
