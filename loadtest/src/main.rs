@@ -256,6 +256,18 @@ impl Forwarded {
             Forwarded::Arrivals(live) => Some(live.arrived.load(Ordering::Relaxed) as f64),
         }
     }
+
+    /// The SFU's forward-latency histogram (see `report::RunResult::sfu_added_latency`).
+    async fn added_latency(&self) -> Option<Vec<(f64, f64)>> {
+        match self {
+            Forwarded::Metric(control) => control
+                .histogram("meetease_sfu_forward_latency_seconds")
+                .await
+                .ok()
+                .filter(|buckets| !buckets.is_empty()),
+            Forwarded::Arrivals(_) => None,
+        }
+    }
 }
 
 fn progress_bar(cli: &Cli, total: usize) -> Option<indicatif::ProgressBar> {
@@ -964,6 +976,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(cli.warmup)).await;
     let (cpu0, worker0) = watch.cpu_seconds();
     let forwarded0 = joined.counter.read().await.unwrap_or(0.0);
+    let added_latency0 = joined.counter.added_latency().await;
     let received0 = live.received.load(Ordering::Relaxed);
     // Receivers forget the warm-up: loss and latency describe the window only.
     for member in &joined.members {
@@ -1010,6 +1023,10 @@ async fn measure(
     let (cpu1, worker1) = watch.cpu_seconds();
     let forwarded1 = joined.counter.read().await.unwrap_or(forwarded0);
     let received1 = live.received.load(Ordering::Relaxed);
+    let sfu_added_latency = match (added_latency0, joined.counter.added_latency().await) {
+        (Some(before), Some(after)) => Some(stats::Percentiles::from_buckets(&before, &after)),
+        _ => None,
+    };
     let keyframe_requests = match &joined.counter {
         Forwarded::Metric(control) => control
             .metric("meetease_sfu_keyframe_requests_total")
@@ -1031,6 +1048,7 @@ async fn measure(
         rss_joined,
         rss_end: watch.rss_bytes(),
         keyframe_requests,
+        sfu_added_latency,
         timeline,
     })
 }

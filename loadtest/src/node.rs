@@ -268,6 +268,35 @@ impl ControlClient {
             .sum())
     }
 
+    /// A histogram's cumulative buckets from `/metrics`: (upper bound, count),
+    /// lowest first, the last one `+Inf`.
+    pub async fn histogram(&self, name: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let prefix = format!("{name}_bucket{{");
+        let mut buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(&prefix)?;
+                let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let count = line.rsplit(' ').next()?.parse().ok()?;
+                Some((le, count))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(buckets)
+    }
+
     /// Follow the SFU's event stream, calling `on_event` for each event.
     pub async fn follow_events(&self, mut on_event: impl FnMut(SfuEvent)) -> anyhow::Result<()> {
         let mut response = self

@@ -50,6 +50,8 @@ pub struct Measured {
     pub rss_end: u64,
     /// Keyframe requests the server sent publishers (`None`: it does not count them).
     pub keyframe_requests: Option<f64>,
+    /// The SFU's own measure of the latency it adds (`None`: it has none).
+    pub sfu_added_latency: Option<Percentiles>,
     pub timeline: Vec<Sample>,
 }
 
@@ -119,6 +121,10 @@ pub struct RunResult {
     pub freezes: u32,
     /// End to end on loopback, publisher send → subscriber receive, through the SFU.
     pub latency: Percentiles,
+    /// Measured inside the SFU (MeetEase only): from the kernel's arrival
+    /// stamp of an incoming RTP datagram to each forwarded copy's `sendmmsg`,
+    /// so the load generator's share of the CPU is not in it.
+    pub sfu_added_latency: Option<Percentiles>,
     /// End-to-end latency histogram: packets per bucket, buckets bounded above by `upper_ms`.
     pub latency_histogram: Vec<LatencyBucket>,
     pub join_time: Percentiles,
@@ -221,6 +227,7 @@ pub fn summarise(
             / 1024.0
             / count as f64,
         keyframe_requests: measured.keyframe_requests,
+        sfu_added_latency: measured.sfu_added_latency,
         nacks_sent: feedback_total(&subscribers, |f| f.nacks),
         plis_sent: feedback_total(&subscribers, |f| f.plis),
         jitter_ms_max: subscribers
@@ -244,7 +251,7 @@ fn feedback_total(
 
 pub fn one_line(r: &RunResult) -> String {
     format!(
-        "{} {}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms, join p50 {:.0} ms, {:.0} KiB/participant",
+        "{} {}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms{}, join p50 {:.0} ms, {:.0} KiB/participant",
         r.server,
         r.scenario.name,
         r.scenario.rooms,
@@ -266,6 +273,10 @@ pub fn one_line(r: &RunResult) -> String {
         r.audio_loss_percent,
         r.latency.p50_ms,
         r.latency.p99_ms,
+        r.sfu_added_latency.map_or(String::new(), |l| format!(
+            " (SFU-added p50 {:.2} ms p99 {:.2} ms)",
+            l.p50_ms, l.p99_ms
+        )),
         r.join_time.p50_ms,
         r.memory_per_participant_kib,
     )

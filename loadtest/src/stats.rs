@@ -127,9 +127,91 @@ impl Percentiles {
     }
 }
 
+impl Percentiles {
+    /// Percentiles of what a Prometheus histogram counted between two scrapes:
+    /// `before` and `after` are its cumulative buckets (upper bound in seconds,
+    /// count), as [`crate::node::ControlClient::histogram`] reads them. Linear
+    /// within a bucket; the open top bucket is reported at its lower bound, and
+    /// `max_ms` is the upper bound of the highest bucket that counted anything.
+    pub fn from_buckets(before: &[(f64, f64)], after: &[(f64, f64)]) -> Self {
+        let counts: Vec<(f64, f64)> = after
+            .iter()
+            .map(|(le, n)| {
+                let earlier = before
+                    .iter()
+                    .find(|(b, _)| b == le)
+                    .map_or(0.0, |(_, n)| *n);
+                (*le, (n - earlier).max(0.0))
+            })
+            .collect();
+        let total = counts.last().map_or(0.0, |(_, n)| *n);
+        if total <= 0.0 {
+            return Self::default();
+        }
+        let quantile = |q: f64| {
+            let rank = q * total;
+            let mut lower = (0.0, 0.0);
+            for &(le, n) in &counts {
+                if n >= rank {
+                    if le.is_infinite() {
+                        return lower.0;
+                    }
+                    let within = if n > lower.1 {
+                        (rank - lower.1) / (n - lower.1)
+                    } else {
+                        1.0
+                    };
+                    return lower.0 + (le - lower.0) * within;
+                }
+                lower = (le, n);
+            }
+            lower.0
+        };
+        let mut max = 0.0;
+        let mut below = 0.0;
+        let mut previous_le = 0.0;
+        for &(le, n) in &counts {
+            if n > below {
+                max = if le.is_infinite() { previous_le } else { le };
+            }
+            below = n;
+            previous_le = le;
+        }
+        Self {
+            p50_ms: quantile(0.50) * 1000.0,
+            p95_ms: quantile(0.95) * 1000.0,
+            p99_ms: quantile(0.99) * 1000.0,
+            max_ms: max * 1000.0,
+            samples: total as u64,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_from_prometheus_buckets_count_only_the_window() {
+        // Before the window: 100 fast samples. In it: 90 in (0, 1 ms], 10 in
+        // (1 ms, 2 ms].
+        let before = [(0.001, 100.0), (0.002, 100.0), (f64::INFINITY, 100.0)];
+        let after = [(0.001, 190.0), (0.002, 200.0), (f64::INFINITY, 200.0)];
+        let p = Percentiles::from_buckets(&before, &after);
+        assert_eq!(p.samples, 100);
+        assert!((p.p50_ms - 0.5556).abs() < 0.001, "{p:?}");
+        assert!((p.p95_ms - 1.5).abs() < 0.001, "{p:?}");
+        assert!((p.p99_ms - 1.9).abs() < 0.001, "{p:?}");
+        assert_eq!(p.max_ms, 2.0);
+        // Nothing counted: all zero, not NaN.
+        let none = Percentiles::from_buckets(&after, &after);
+        assert_eq!(none.samples, 0);
+        assert_eq!(none.p99_ms, 0.0);
+        // Past the last finite bound: reported at that bound.
+        let over = Percentiles::from_buckets(&[], &[(0.001, 0.0), (f64::INFINITY, 5.0)]);
+        assert_eq!(over.p99_ms, 1.0);
+        assert_eq!(over.max_ms, 1.0);
+    }
 
     #[test]
     fn loss_counts_holes_and_freezes_count_long_gaps() {
