@@ -45,7 +45,9 @@ def added(r):
     l = r.get("sfu_added_latency")
     if not l or not l.get("samples"):
         return "—"
-    return f'{l["p50_ms"]:.2f} / {l["p99_ms"]:.2f}'
+    # The SFU's histogram ends at 100 ms: a value there means "100 ms or more".
+    fmt = lambda ms: "≥ 100" if ms >= 100.0 else f"{ms:.2f}"
+    return f'{fmt(l["p50_ms"])} / {fmt(l["p99_ms"])}'
 
 
 def of(server, rows):
@@ -216,10 +218,17 @@ Published SFUs reach 25–75k packets per busy core (see `../shared/design/ancho
 
 Run to run, the same commit on this VM gives very different per-core figures: three video fan-out ramps
 within an hour (2026-11-28, commits 8906e2c–31c9e5f, nothing else running) put MeetEase at 89–107k, 72–105k
-and 71–75k forwarded packets per CPU-second and Janus at 51–62k and 62–82k; the in-memory figure below is the
-steadier one to compare changes with.
+and 71–75k forwarded packets per CPU-second and Janus at 51–62k and 62–82k; the in-memory benchmark is the
+steadier one to compare changes with. The day matters as much: the tables above were made on 2026-11-28
+at 05:20, when the VM ran both servers about 1.5× slower than at the previous capacity run a few hours
+earlier (Janus's ten 4-person meetings took 99% of a core against 65%, with Janus unchanged). An interleaved A/B of the lone SFU just
+after (225 lean receivers, three runs each) gave the code before this day's changes 58–75k and after
+70–77k packets per CPU-second, and the whole platform before and after in the 25-person meeting (two runs
+each) 35–44k against 35–38k, with joins as slow in both (p99 3.6–8.0 s against 1.1–3.3 s at 76–96% of a
+core): no regression, only a slower machine. At that CPU share the one media worker is close to full, and
+late joiners' handshakes queue behind the media.
 
-Done this session: a session's wake-up is never lost (the old heap dropped a timeout str0m asked for twice —
+Done in the session before (2026-11-28, until 03:30): a session's wake-up is never lost (the old heap dropped a timeout str0m asked for twice —
 in the in-memory harness most packets then never left); the pass that sends a written packet runs at once
 while the session is hot; a subscriber's housekeeping wake-ups run at most every 10 ms; `recvmmsg`/`sendmmsg`
 in batches of 32; hot maps on FxHash; the send stream found by SSRC. Putting off str0m's pacer-gate wake-up

@@ -107,6 +107,11 @@ fn injected_loss_is_repaired_by_nack_and_retransmission() {
     );
     assert!(loss < 0.5, "video loss after repair was {loss}%");
     assert!(r["received_packets"].as_u64().unwrap() > 300, "{r}");
+    // The SFU timed its forwarded copies itself (kernel arrival → send).
+    let added = &r["sfu_added_latency"];
+    assert!(added["samples"].as_u64().unwrap() > 300, "{added}");
+    let p99 = added["p99_ms"].as_f64().unwrap();
+    assert!(p99 > 0.0 && p99 < 100.0, "{added}");
     let _ = std::fs::remove_dir_all(out);
 }
 
