@@ -136,7 +136,7 @@ impl MediaSocket {
     }
 
     /// Datagram `index` of those the last [`MediaSocket::try_recv_batch`]
-    /// read (fewer than it returned), with its bytes.
+    /// read (`index` below the count it returned), with its bytes.
     pub fn datagram(&self, index: usize) -> (Received, &[u8]) {
         let r = self.received[index];
         let start = r.slot * MAX_DATAGRAM;

@@ -345,24 +345,24 @@ impl Live {
 
     pub fn register(&self, participant: ParticipantId, room: RoomId, conn: Uuid) -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox::new());
-        let room_check = room.clone();
         let mut local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
         let previous = local.insert(
             participant,
             LocalSession {
-                room,
+                room: room.clone(),
                 conn,
                 direct: mailbox.clone(),
             },
         );
-        // The session this one takes over (a resume) sees its mailbox end;
-        // what the SFU said to it and it had not sent yet (an offer waiting
-        // for an answer, say) goes to this one.
+        // The session this one takes over (a resume): what the SFU said to it
+        // and it had not sent yet (an offer waiting for an answer, say) goes
+        // to this one, then its mailbox ends. Posts cannot slip in between:
+        // they find the session under the lock held here.
         if let Some(previous) = previous {
-            previous.direct.close();
-            if previous.room == room_check {
+            if previous.room == room {
                 mailbox.take_over(&previous.direct);
             }
+            previous.direct.close();
         }
         mailbox
     }

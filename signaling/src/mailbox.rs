@@ -243,10 +243,11 @@ mod tests {
     async fn a_resumed_session_takes_over_what_was_not_sent() {
         let old = Mailbox::new();
         old.post(offer("v=0 pending"));
-        old.close();
         let new = Mailbox::new();
         new.post(layer_changed(TrackId::new(), Some(Layer::Low)));
+        // As `Live::register` does on a resume.
         new.take_over(&old);
+        old.close();
         assert_eq!(new.len(), 2);
         assert!(old.recv().await.is_none(), "the old reader ends");
         let _ = new.recv().await;
