@@ -31,6 +31,12 @@ EXPECTED_CARGO=(
   "cargo build --release --locked --workspace"
 )
 
+# Resolving the dependency layer offline (below) needs every crate of Cargo.lock in
+# cargo's cache, those only other platforms use too, as the image's own
+# `cargo fetch --locked` gets them. A machine that has only ever built for Linux has
+# not fetched those yet.
+cargo fetch --locked --quiet || { echo "check-dockerfile: cargo fetch --locked failed (network or Cargo.lock?)" >&2; exit 1; }
+
 python3 - "${EXPECTED_CARGO[@]}" <<'PY'
 import json, pathlib, re, shlex, subprocess, sys
 
