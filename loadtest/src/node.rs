@@ -254,13 +254,7 @@ impl ControlClient {
 
     /// The SFU's Prometheus counter `name`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text().await?;
         Ok(text
             .lines()
             .filter(|l| l.starts_with(name))
@@ -271,13 +265,7 @@ impl ControlClient {
     /// A histogram's cumulative buckets from `/metrics`: (upper bound, count),
     /// lowest first, the last one `+Inf`.
     pub async fn histogram(&self, name: &str) -> anyhow::Result<Vec<(f64, f64)>> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text().await?;
         let prefix = format!("{name}_bucket{{");
         let mut buckets: Vec<(f64, f64)> = text
             .lines()
@@ -295,6 +283,17 @@ impl ControlClient {
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         Ok(buckets)
+    }
+
+    /// The SFU's `/metrics` page (Prometheus text).
+    async fn metrics_text(&self) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     /// Follow the SFU's event stream, calling `on_event` for each event.
