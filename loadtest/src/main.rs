@@ -122,6 +122,13 @@ struct Cli {
     /// forwarding cost when the load generator would otherwise be the bottleneck.
     #[arg(long)]
     lean_receivers: bool,
+    /// Clients open data channels (the room channel on both of their
+    /// connections), as an app built on them would. By default they do as the
+    /// browser client, which carries chat over signaling: none, except on the
+    /// publisher connection of a receiver that publishes nothing, where a
+    /// channel is the one thing ICE and DTLS can run on.
+    #[arg(long)]
+    data_channels: bool,
     /// No progress bar (CI logs).
     #[arg(long)]
     quiet: bool,
@@ -221,6 +228,7 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
         jitter_ms: cli.jitter_ms,
         bandwidth_kbps: cli.bandwidth_kbps,
         lean_receivers: cli.lean_receivers,
+        data_channels: cli.data_channels,
     }
 }
 
@@ -444,7 +452,7 @@ impl ControlJoin {
         let room_id = RoomId::parse(format!("load-{room}")).context("room id")?;
         let mut participant = self.common.participant(index, LOOPBACK, seat).await?;
         let publishes = publish_of(&self.common.scenario, seat).audio;
-        let (offer, tracks) = participant.publisher_offer(true);
+        let (offer, tracks) = participant.publisher_offer(self.common.scenario.data_channels);
         let id = ParticipantId::new();
         let (tx, rx) = mpsc::unbounded_channel();
         self.routes
@@ -465,6 +473,7 @@ impl ControlJoin {
                 publisher_offer: offer,
                 tracks,
                 auto_subscribe: true,
+                data_channel: self.common.scenario.data_channels,
             })
             .await?;
         participant.accept_publisher_answer(&created.publisher_answer)?;
@@ -608,14 +617,16 @@ impl PlatformJoin {
         let code = self.codes.get(room).context("no such room")?;
         let mut participant = self.common.participant(index, LOOPBACK, seat).await?;
         let publishes = publish_of(&self.common.scenario, seat).audio;
-        let (offer, tracks) = participant.publisher_offer(true);
+        let (offer, tracks) = participant.publisher_offer(self.common.scenario.data_channels);
         let token =
             platform::guest_join(&self.http, self.signaling, code, &format!("Load {index}"))
                 .await?;
         // Join time: from opening the signaling socket to the first media packet.
         participant.mark_joining();
         let mut signal = platform::Signal::connect(self.signaling).await?;
-        let joined = signal.join(token, offer, tracks).await?;
+        let joined = signal
+            .join(token, offer, tracks, self.common.scenario.data_channels)
+            .await?;
         participant.accept_publisher_answer(&joined.publisher_answer)?;
         let answer = participant.answer_subscriber_offer(&joined.subscriber_offer)?;
         if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {

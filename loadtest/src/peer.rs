@@ -245,7 +245,8 @@ impl Participant {
     }
 
     /// The publisher offer and the track declarations that go with it; with
-    /// `data_channel`, the `room` channel MeetEase's clients open.
+    /// `data_channel`, the `room` channel a data-channel client opens (always
+    /// when there is no media to offer: an offer needs one m-line).
     pub fn publisher_offer(
         &mut self,
         data_channel: bool,

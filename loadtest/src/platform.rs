@@ -225,6 +225,7 @@ impl Signal {
         token: String,
         publisher_offer: String,
         tracks: Vec<proto::sfu::TrackDeclaration>,
+        data_channel: bool,
     ) -> anyhow::Result<Joined> {
         self.socket
             .send(frame(ClientMessage::Join {
@@ -233,6 +234,7 @@ impl Signal {
                 tracks,
                 resume: None,
                 auto_subscribe: None,
+                data_channel: Some(data_channel),
             })?)
             .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

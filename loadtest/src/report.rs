@@ -25,6 +25,8 @@ pub struct Scenario {
     pub bandwidth_kbps: Option<u64>,
     /// Receivers read clear RTP headers only (see `--lean-receivers`).
     pub lean_receivers: bool,
+    /// Clients open data channels (see `--data-channels`).
+    pub data_channels: bool,
 }
 
 /// One second of the measured window.

@@ -45,6 +45,12 @@ pub struct CreateSession {
     /// Subscribe to every track in the room automatically.
     #[serde(default = "yes")]
     pub auto_subscribe: bool,
+    /// Open the room data channel on the subscriber connection (the default).
+    /// `false` for clients that never read it, like the browser client, which
+    /// carries chat over signaling: an SCTP association the client never uses
+    /// still costs the SFU its timers on every pass over the connection.
+    #[serde(default = "yes")]
+    pub data_channel: bool,
 }
 
 fn yes() -> bool {

@@ -42,6 +42,10 @@ pub enum ClientMessage {
         /// only the tracks asked for with [`ClientMessage::Subscribe`].
         #[serde(default)]
         auto_subscribe: Option<bool>,
+        /// Open the room data channel on the subscriber connection (the
+        /// default); `false` when the client never reads it.
+        #[serde(default)]
+        data_channel: Option<bool>,
     },
     /// Renegotiate the publisher connection (a track added or removed).
     PublishOffer {

@@ -6,11 +6,13 @@
 //! and it isolates our code and str0m from the kernel's UDP path.
 //!
 //! ```text
-//! cargo run --release -p sfu --example forward_bench -- [receivers] [seconds] [--full]
+//! cargo run --release -p sfu --example forward_bench -- [receivers] [seconds] [--full] [--room-channel]
 //! ```
 //!
 //! `--full` feeds every receiver the media (decrypt, NACK, TWCC feedback and
 //! the estimator); by default receivers are lean, like the load test's.
+//! `--room-channel` gives every subscriber connection the room data channel;
+//! by default they decline it, as the browser client does.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -21,12 +23,14 @@ fn main() {
     let mut receivers = 300usize;
     let mut seconds = 5u64;
     let mut full = false;
+    let mut room_channel = false;
     let mut numbers = Vec::new();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--full" => full = true,
+            "--room-channel" => room_channel = true,
             other => numbers.push(other.parse::<u64>().unwrap_or_else(|_| {
-                eprintln!("usage: forward_bench [receivers] [seconds] [--full]");
+                eprintln!("usage: forward_bench [receivers] [seconds] [--full] [--room-channel]");
                 std::process::exit(2)
             })),
         }
@@ -39,6 +43,7 @@ fn main() {
     }
 
     let mut world = harness::World::new();
+    world.room_channel = room_channel;
     world.join("bench", true, true);
     for _ in 0..receivers {
         world.join_receiver("bench");
@@ -64,11 +69,16 @@ fn main() {
     let coalesced = after.timer_wakeups_coalesced - before.timer_wakeups_coalesced;
     let cpu = world.sfu_cpu.as_secs_f64();
     println!(
-        "{receivers} {} receivers, {seconds} s of media: {forwarded} packets forwarded, \
+        "{receivers} {} receivers{}, {seconds} s of media: {forwarded} packets forwarded, \
          core CPU {:.3} s -> {:.2} us per packet, {:.0} packets per core CPU-second; \
          {:.2} session wake-ups per packet ({:.2} housekeeping deferrals); {sent} datagrams sent, \
          {received} RTP packets counted by lean receivers; bench wall time {:.1} s",
         if full { "full" } else { "lean" },
+        if room_channel {
+            " with room channels"
+        } else {
+            ""
+        },
         cpu,
         cpu * 1e6 / forwarded.max(1) as f64,
         forwarded as f64 / cpu.max(1e-9),

@@ -352,6 +352,75 @@ fn data_channel_messages_are_relayed_to_the_room() {
 }
 
 #[test]
+fn a_client_may_decline_the_room_channel_and_still_gets_media() {
+    let mut world = World::new();
+    world.room_channel = false;
+    // A joins an empty room: nothing to send it yet and no channel wanted, so
+    // its first offer needs an m-line of some other kind to connect on.
+    let a = world.join("room-1", true, true);
+    let b = world.join("room-1", true, true);
+    world.room_channel = true;
+    let c = world.join("room-1", false, false);
+    let d = world.join("room-1", false, false);
+    world.connect_all();
+    world.run(Duration::from_secs(2), 30);
+    for client in [a, b] {
+        let sdps = &world.clients[client].subscriber_sdps;
+        assert!(
+            sdps.iter().all(|sdp| !sdp.contains("m=application")),
+            "no SCTP on a subscriber connection that declined it: {sdps:?}"
+        );
+    }
+    assert!(world.clients[c].subscriber_sdps[0].contains("m=application"));
+    let first_to_a = &world.clients[a].subscriber_sdps[0];
+    assert!(
+        first_to_a.contains("m=audio") && first_to_a.contains("a=inactive"),
+        "{first_to_a}"
+    );
+    let b_sees_a = video_from(&world, b, a);
+    assert!(b_sees_a.len() > 50, "B receives A's video");
+    assert_contiguous(&b_sees_a);
+    let a_sees_b = video_from(&world, a, b);
+    assert!(
+        a_sees_b.len() > 50,
+        "A, which connected on the inactive m-line, receives B's video"
+    );
+    assert_contiguous(&a_sees_b);
+
+    // What C writes reaches D's room channel; A and B, which declined theirs,
+    // get nothing and count as no relay.
+    let relayed_before = world.sfu.stats().data_messages_relayed;
+    let channel = world.clients[c]
+        .publisher
+        .direct_api()
+        .channel_id_by_sctp_stream_id(0)
+        .or_else(|| {
+            world.clients[c]
+                .publisher
+                .direct_api()
+                .channel_id_by_sctp_stream_id(1)
+        })
+        .expect("publisher data channel open");
+    world.clients[c]
+        .publisher
+        .channel(channel)
+        .expect("channel")
+        .write(false, b"hello room")
+        .unwrap();
+    world.run(Duration::from_millis(500), 30);
+    assert!(
+        world.clients[d]
+            .channel_messages
+            .iter()
+            .any(|m| m.contains("hello room")),
+        "D's room channel carries the room's data"
+    );
+    assert_eq!(world.sfu.stats().data_messages_relayed - relayed_before, 1);
+    assert!(world.clients[a].channel_messages.is_empty());
+    assert!(world.clients[b].channel_messages.is_empty());
+}
+
+#[test]
 fn leaving_removes_the_track_from_everyone_else() {
     let mut world = World::new();
     let a = world.join("room-1", true, false);
@@ -431,6 +500,7 @@ fn bad_sdp_and_unknown_sessions_are_clean_errors() {
                 publisher_offer: "v=0\r\nthis is not sdp".into(),
                 tracks: vec![],
                 auto_subscribe: true,
+                data_channel: true,
             },
         )
         .unwrap_err();

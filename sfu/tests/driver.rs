@@ -127,6 +127,7 @@ async fn create_session(
             publisher_offer: offer.to_sdp_string(),
             tracks,
             auto_subscribe: true,
+            data_channel: true,
         })
         .send()
         .await
@@ -550,6 +551,7 @@ async fn a_draining_node_takes_no_new_rooms_keeps_its_own_and_stops_when_empty()
             publisher_offer: offer.to_sdp_string(),
             tracks: vec![],
             auto_subscribe: true,
+            data_channel: true,
         })
         .send()
         .await

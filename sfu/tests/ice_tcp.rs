@@ -301,6 +301,7 @@ async fn create_session(
             publisher_offer: offer.to_sdp_string(),
             tracks,
             auto_subscribe: true,
+            data_channel: true,
         })
         .send()
         .await

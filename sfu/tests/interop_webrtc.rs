@@ -357,6 +357,7 @@ async fn join(node: &Node, mut publisher: Peer, who: &str) -> Participant {
             publisher_offer: offer,
             tracks: vec![],
             auto_subscribe: true,
+            data_channel: true,
         })
         .send()
         .await

@@ -358,6 +358,7 @@ impl Me {
 struct JoinAsk {
     token: String,
     auto_subscribe: bool,
+    data_channel: bool,
     publisher_offer: String,
     tracks: Vec<TrackDeclaration>,
     resume: Option<String>,
@@ -412,10 +413,12 @@ where
                 tracks,
                 resume,
                 auto_subscribe,
+                data_channel,
             } => {
                 let ask = JoinAsk {
                     token,
                     auto_subscribe: auto_subscribe.unwrap_or(true),
+                    data_channel: data_channel.unwrap_or(true),
                     publisher_offer,
                     tracks,
                     resume,
@@ -679,6 +682,7 @@ where
         publisher_offer: ask.publisher_offer,
         tracks: ask.tracks,
         auto_subscribe: claims.grants.can_subscribe && ask.auto_subscribe,
+        data_channel: ask.data_channel,
     };
     let created = match live.sfu().create_session(&node, request).await {
         Ok(created) => created,
@@ -797,6 +801,7 @@ where
             publisher_offer: ask.publisher_offer,
             tracks: ask.tracks,
             auto_subscribe: claims.grants.can_subscribe && ask.auto_subscribe,
+            data_channel: ask.data_channel,
         };
         let created = live.sfu().create_session(&node, request).await;
         if created.is_ok() {

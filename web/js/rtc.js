@@ -162,6 +162,9 @@ export class MeetingClient extends EventTarget {
       publisher_offer: this.pub.localDescription.sdp,
       tracks: this.declarations(),
       resume: resume || undefined,
+      // Chat goes over this socket; a room data channel would only cost the
+      // SFU an SCTP association it services on every pass.
+      data_channel: false,
     });
     this.joinSent = true;
     for (const candidate of this.pendingCandidates.splice(0)) this.send(candidate);

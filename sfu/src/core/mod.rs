@@ -215,6 +215,8 @@ struct Participant {
     pending_offer: Option<SdpPendingOffer>,
     /// Data channels on the publisher connection, by id → label.
     publisher_channels: HashMap<ChannelId, String>,
+    /// Whether the client asked for the room channel on its subscriber connection.
+    wants_room_channel: bool,
     /// The subscriber connection's room channel, once open.
     room_channel: Option<ChannelId>,
     egress_estimate: Option<Bitrate>,
@@ -538,7 +540,8 @@ impl Sfu {
     // ----------------------------------------------------------------------------
 
     /// Open a participant's session: answer its publisher offer and make the
-    /// first subscriber offer (a room data channel plus every track in the room).
+    /// first subscriber offer (the room data channel unless the client declined it,
+    /// plus every track in the room).
     pub fn create_session(
         &mut self,
         now: Instant,
@@ -564,6 +567,7 @@ impl Sfu {
             out_by_mid: HashMap::new(),
             pending_offer: None,
             publisher_channels: HashMap::new(),
+            wants_room_channel: request.data_channel,
             room_channel: None,
             egress_estimate: None,
             connected: false,
@@ -1261,8 +1265,20 @@ impl Sfu {
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut api = peer.rtc.sdp_api();
-            if initial {
+            if initial && participant.wants_room_channel {
                 api.add_channel(ROOM_CHANNEL.to_owned());
+            } else if initial
+                && !participant
+                    .subscriptions
+                    .values()
+                    .any(|s| matches!(s.state, OutState::ToAdd))
+            {
+                // Nothing to send yet and no channel wanted, but the first offer
+                // must carry one m-line for ICE and DTLS to run on. An inactive
+                // one makes no send stream (str0m only makes them for sending
+                // directions), so it costs nothing per pass; later tracks get
+                // m-lines of their own.
+                api.add_media(MediaKind::Audio, Direction::Inactive, None, None, None);
             }
             for sub in participant.subscriptions.values_mut() {
                 match sub.state {

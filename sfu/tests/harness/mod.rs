@@ -54,6 +54,8 @@ pub struct Client {
     pub received: Vec<Received>,
     pub keyframe_requests: Vec<(Mid, Option<Rid>)>,
     pub channel_messages: Vec<String>,
+    /// Every subscriber offer the SFU made this client, as SDP.
+    pub subscriber_sdps: Vec<String>,
 }
 
 pub struct World {
@@ -78,6 +80,9 @@ pub struct World {
     /// client does. Off by default, so that benchmarks keep the fixed load of
     /// a publisher sending every layer.
     pub dynacast: bool,
+    /// Clients joining from now on ask for the room data channel on their
+    /// subscriber connection (on by default; the browser client declines it).
+    pub room_channel: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -106,6 +111,7 @@ impl World {
             timing: false,
             sfu_cpu: Duration::ZERO,
             dynacast: false,
+            room_channel: true,
         }
     }
 
@@ -125,7 +131,8 @@ impl World {
         self.join_as(room, true, video, simulcast)
     }
 
-    /// Join a client that only receives: no tracks, just the room channel.
+    /// Join a client that only receives: no tracks, just a data channel on its
+    /// publisher connection to carry ICE and DTLS.
     pub fn join_receiver(&mut self, room: &str) -> usize {
         self.join_as(room, false, false, false)
     }
@@ -177,6 +184,7 @@ impl World {
                     publisher_offer: offer.to_sdp_string(),
                     tracks,
                     auto_subscribe: true,
+                    data_channel: self.room_channel,
                 },
             )
             .expect("session created");
@@ -203,6 +211,7 @@ impl World {
             received: Vec::new(),
             keyframe_requests: Vec::new(),
             channel_messages: Vec::new(),
+            subscriber_sdps: Vec::new(),
         });
         self.answer_subscriber_offer(index, created.subscriber_offer);
         index
@@ -210,6 +219,7 @@ impl World {
 
     pub fn answer_subscriber_offer(&mut self, index: usize, offer: SubscriberOffer) {
         let client = &mut self.clients[index];
+        client.subscriber_sdps.push(offer.sdp.clone());
         for track in &offer.tracks {
             client
                 .subscribed

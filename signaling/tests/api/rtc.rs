@@ -594,6 +594,48 @@ async fn bad_input_is_counted_and_a_plain_get_on_rtc_is_a_json_error() {
 }
 
 #[tokio::test]
+async fn a_client_may_decline_the_room_data_channel() {
+    let app = spawn_app().await;
+    let (host, meeting) = meeting(&app, json!({})).await;
+    let creates = |app: &TestApp| -> Vec<bool> {
+        app.sfu
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                SfuCall::Create(create) => Some(create.data_channel),
+                _ => None,
+            })
+            .collect()
+    };
+    // Unsaid, the SFU opens the channel, as it always did.
+    let token = app.room_token(id(&meeting), Some(&host), json!({})).await;
+    let mut first = Client::connect(&app.ws_url()).await;
+    first
+        .send(json!({"v": 1, "type": "join", "token": token, "publisher_offer": "o"}))
+        .await;
+    first.expect("joined").await;
+    assert_eq!(creates(&app), vec![true]);
+    let bob = User::new("Bob");
+    let guest = app.room_token(id(&meeting), Some(&bob), json!({})).await;
+    let mut second = Client::connect(&app.ws_url()).await;
+    second
+        .send(json!({"v": 1, "type": "join", "token": guest, "publisher_offer": "o", "data_channel": false}))
+        .await;
+    second.expect("joined").await;
+    assert_eq!(creates(&app), vec![true, false]);
+    // Not a boolean: a clear error, no session.
+    let eve = User::new("Eve");
+    let guest = app.room_token(id(&meeting), Some(&eve), json!({})).await;
+    let mut third = Client::connect(&app.ws_url()).await;
+    third
+        .send(json!({"v": 1, "type": "join", "token": guest, "publisher_offer": "o", "data_channel": "no"}))
+        .await;
+    let error = third.expect("error").await;
+    assert_eq!(error["code"], "malformed_message");
+    assert_eq!(creates(&app), vec![true, false]);
+}
+
+#[tokio::test]
 async fn a_client_may_ask_to_subscribe_manually() {
     let app = spawn_app().await;
     let (host, meeting) = meeting(&app, json!({})).await;
