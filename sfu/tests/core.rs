@@ -355,8 +355,10 @@ fn data_channel_messages_are_relayed_to_the_room() {
 fn a_client_may_decline_the_room_channel_and_still_gets_media() {
     let mut world = World::new();
     world.room_channel = false;
-    // A joins an empty room: nothing to send it yet and no channel wanted, so
-    // its first offer needs an m-line of some other kind to connect on.
+    // Without the channel, the first subscriber offer carries an inactive
+    // m-line, never stopped: something to connect on before any track exists
+    // (A joins an empty room), and what keeps a browser's BUNDLE transport
+    // open once every track it received has gone.
     let a = world.join("room-1", true, true);
     let b = world.join("room-1", true, true);
     world.room_channel = true;
@@ -372,11 +374,10 @@ fn a_client_may_decline_the_room_channel_and_still_gets_media() {
         );
     }
     assert!(world.clients[c].subscriber_sdps[0].contains("m=application"));
-    let first_to_a = &world.clients[a].subscriber_sdps[0];
-    assert!(
-        first_to_a.contains("m=audio") && first_to_a.contains("a=inactive"),
-        "{first_to_a}"
-    );
+    for client in [a, b] {
+        let first = &world.clients[client].subscriber_sdps[0];
+        assert!(first.contains("a=inactive"), "{first}");
+    }
     let b_sees_a = video_from(&world, b, a);
     assert!(b_sees_a.len() > 50, "B receives A's video");
     assert_contiguous(&b_sees_a);
@@ -418,6 +419,20 @@ fn a_client_may_decline_the_room_channel_and_still_gets_media() {
     assert_eq!(world.sfu.stats().data_messages_relayed - relayed_before, 1);
     assert!(world.clients[a].channel_messages.is_empty());
     assert!(world.clients[b].channel_messages.is_empty());
+
+    // A leaves: B's next offer stops A's m-lines but keeps the inactive one.
+    let a_id = world.clients[a].id;
+    let now = world.now;
+    world.sfu.remove_session(now, a_id).unwrap();
+    world.run(Duration::from_millis(300), 30);
+    let last = world.clients[b].subscriber_sdps.last().unwrap();
+    assert!(world.clients[b].subscriber_sdps.len() >= 2);
+    assert!(
+        last.lines()
+            .any(|l| l.starts_with("m=audio ") && !l.starts_with("m=audio 0 ")),
+        "an m-line that is not stopped: {last}"
+    );
+    assert!(world.client_connected(b));
 }
 
 #[test]

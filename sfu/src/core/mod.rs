@@ -1267,17 +1267,13 @@ impl Sfu {
             let mut api = peer.rtc.sdp_api();
             if initial && participant.wants_room_channel {
                 api.add_channel(ROOM_CHANNEL.to_owned());
-            } else if initial
-                && !participant
-                    .subscriptions
-                    .values()
-                    .any(|s| matches!(s.state, OutState::ToAdd))
-            {
-                // Nothing to send yet and no channel wanted, but the first offer
-                // must carry one m-line for ICE and DTLS to run on. An inactive
-                // one makes no send stream (str0m only makes them for sending
-                // directions), so it costs nothing per pass; later tracks get
-                // m-lines of their own.
+            } else if initial {
+                // The connection needs one m-line that is never stopped: ICE and
+                // DTLS must run before any track exists, and a browser closes a
+                // BUNDLE transport whose m-lines are all stopped (the last
+                // publisher leaving would end this session). The room channel is
+                // that m-line; without it, an inactive one, for which str0m
+                // makes no send stream, so it costs nothing per pass.
                 api.add_media(MediaKind::Audio, Direction::Inactive, None, None, None);
             }
             for sub in participant.subscriptions.values_mut() {
