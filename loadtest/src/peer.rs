@@ -586,10 +586,16 @@ impl Participant {
         let seq = u16::from_be_bytes([data[2], data[3]]);
         let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
         let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-        let clock = self
-            .subscriber
-            .codec_config()
-            .params()
+        let params = self.subscriber.codec_config().params();
+        if is_resend(params, pt) {
+            // A retransmission, or a bandwidth probe's padding made of one: it
+            // carries the timestamp of a packet sent up to seconds ago (the
+            // SFU's RTX cache), so it would count as that much latency. Not new
+            // media either, like the SFU's forwarded count. Consumed, not fed
+            // to the stack (lean receivers never NACK).
+            return true;
+        }
+        let clock = params
             .iter()
             .find(|p| *p.pt() == pt)
             .map(|p| {
@@ -722,6 +728,11 @@ impl Participant {
 }
 
 /// An RTP (not RTCP, STUN or DTLS) packet, judged from its clear header.
+/// Whether `pt` is a negotiated RTX payload type (RFC 4588).
+fn is_resend(params: &[str0m::format::PayloadParams], pt: u8) -> bool {
+    params.iter().any(|p| p.resend().is_some_and(|r| *r == pt))
+}
+
 fn looks_like_rtp_media(data: &[u8]) -> bool {
     // RTCP packet types 200-206 show up as PT 72-78 with the marker bit.
     data.len() >= 12 && data[0] >> 6 == 2 && !(72..=78).contains(&(data[1] & 0x7f))
@@ -738,4 +749,31 @@ pub fn candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
             Some(SocketAddr::new(ip, port))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtx_payload_types_are_told_apart_from_media() {
+        let rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
+        let params = rtc.codec_config().params();
+        let vp8 = params
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .expect("VP8 configured");
+        let rtx = vp8.resend().expect("VP8 comes with RTX");
+        assert!(is_resend(params, *rtx));
+        assert!(!is_resend(params, *vp8.pt()));
+        let opus = params
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .unwrap();
+        assert!(!is_resend(params, *opus.pt()));
+    }
 }
