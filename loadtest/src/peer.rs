@@ -727,12 +727,12 @@ impl Participant {
     }
 }
 
-/// An RTP (not RTCP, STUN or DTLS) packet, judged from its clear header.
 /// Whether `pt` is a negotiated RTX payload type (RFC 4588).
 fn is_resend(params: &[str0m::format::PayloadParams], pt: u8) -> bool {
     params.iter().any(|p| p.resend().is_some_and(|r| *r == pt))
 }
 
+/// An RTP (not RTCP, STUN or DTLS) packet, judged from its clear header.
 fn looks_like_rtp_media(data: &[u8]) -> bool {
     // RTCP packet types 200-206 show up as PT 72-78 with the marker bit.
     data.len() >= 12 && data[0] >> 6 == 2 && !(72..=78).contains(&(data[1] & 0x7f))

@@ -198,6 +198,19 @@ struct Subscription {
     out_ssrc: Option<(Mid, Ssrc)>,
 }
 
+/// The m-line a subscriber connection's first offer opens with, never stopped:
+/// ICE and DTLS must run before any track exists, and a browser closes a
+/// BUNDLE transport whose m-lines are all stopped (the last publisher leaving
+/// would end the session).
+#[derive(Debug, Clone, Copy)]
+enum FirstLine {
+    /// The `room` data channel, for clients that asked for it.
+    RoomChannel,
+    /// An inactive audio m-line: str0m makes no send stream for it, so it
+    /// costs nothing per pass.
+    Inactive,
+}
+
 struct Participant {
     id: ParticipantId,
     room: RoomId,
@@ -215,8 +228,6 @@ struct Participant {
     pending_offer: Option<SdpPendingOffer>,
     /// Data channels on the publisher connection, by id → label.
     publisher_channels: HashMap<ChannelId, String>,
-    /// Whether the client asked for the room channel on its subscriber connection.
-    wants_room_channel: bool,
     /// The subscriber connection's room channel, once open.
     room_channel: Option<ChannelId>,
     egress_estimate: Option<Bitrate>,
@@ -553,6 +564,11 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(&request.publisher_offer)
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let pid = request.participant;
+        let first_line = if request.data_channel {
+            FirstLine::RoomChannel
+        } else {
+            FirstLine::Inactive
+        };
         let publisher = self.add_peer(now, pid, PeerRole::Publisher);
         let subscriber = self.add_peer(now, pid, PeerRole::Subscriber);
         let mut participant = Participant {
@@ -567,7 +583,6 @@ impl Sfu {
             out_by_mid: HashMap::new(),
             pending_offer: None,
             publisher_channels: HashMap::new(),
-            wants_room_channel: request.data_channel,
             room_channel: None,
             egress_estimate: None,
             connected: false,
@@ -606,7 +621,7 @@ impl Sfu {
                 return Err(err);
             }
         };
-        let subscriber_offer = match self.make_subscriber_offer(now, pid, true) {
+        let subscriber_offer = match self.make_subscriber_offer(now, pid, Some(first_line)) {
             Ok(Some(offer)) => offer,
             Ok(None) => {
                 self.remove_participant(now, pid, None);
@@ -841,7 +856,7 @@ impl Sfu {
             Ok(())
         })?;
         self.refresh_ufrag(key);
-        let offer = self.make_subscriber_offer_inner(now, pid, false, true)?;
+        let offer = self.make_subscriber_offer_inner(now, pid, None, true)?;
         self.process(now);
         offer.ok_or(SfuError::SessionFailed)
     }
@@ -1223,7 +1238,7 @@ impl Sfu {
     /// Make a new subscriber offer if something changed and no offer is
     /// outstanding; it goes to the client through signaling as an event.
     fn renegotiate(&mut self, now: Instant, pid: ParticipantId) {
-        if let Ok(Some(offer)) = self.make_subscriber_offer(now, pid, false)
+        if let Ok(Some(offer)) = self.make_subscriber_offer(now, pid, None)
             && let Some(p) = self.participants.get(&pid)
         {
             self.events.push_back(SfuEvent::SubscriberOffer {
@@ -1238,16 +1253,16 @@ impl Sfu {
         &mut self,
         now: Instant,
         pid: ParticipantId,
-        initial: bool,
+        first: Option<FirstLine>,
     ) -> Result<Option<SubscriberOffer>, SfuError> {
-        self.make_subscriber_offer_inner(now, pid, initial, false)
+        self.make_subscriber_offer_inner(now, pid, first, false)
     }
 
     fn make_subscriber_offer_inner(
         &mut self,
         now: Instant,
         pid: ParticipantId,
-        initial: bool,
+        first: Option<FirstLine>,
         force: bool,
     ) -> Result<Option<SubscriberOffer>, SfuError> {
         let participant = self
@@ -1265,16 +1280,14 @@ impl Sfu {
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut api = peer.rtc.sdp_api();
-            if initial && participant.wants_room_channel {
-                api.add_channel(ROOM_CHANNEL.to_owned());
-            } else if initial {
-                // The connection needs one m-line that is never stopped: ICE and
-                // DTLS must run before any track exists, and a browser closes a
-                // BUNDLE transport whose m-lines are all stopped (the last
-                // publisher leaving would end this session). The room channel is
-                // that m-line; without it, an inactive one, for which str0m
-                // makes no send stream, so it costs nothing per pass.
-                api.add_media(MediaKind::Audio, Direction::Inactive, None, None, None);
+            match first {
+                Some(FirstLine::RoomChannel) => {
+                    api.add_channel(ROOM_CHANNEL.to_owned());
+                }
+                Some(FirstLine::Inactive) => {
+                    api.add_media(MediaKind::Audio, Direction::Inactive, None, None, None);
+                }
+                None => {}
             }
             for sub in participant.subscriptions.values_mut() {
                 match sub.state {

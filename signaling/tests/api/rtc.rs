@@ -607,32 +607,39 @@ async fn a_client_may_decline_the_room_data_channel() {
             })
             .collect()
     };
-    // Unsaid, the SFU opens the channel, as it always did.
-    let token = app.room_token(id(&meeting), Some(&host), json!({})).await;
-    let mut first = Client::connect(&app.ws_url()).await;
-    first
-        .send(json!({"v": 1, "type": "join", "token": token, "publisher_offer": "o"}))
-        .await;
-    first.expect("joined").await;
-    assert_eq!(creates(&app), vec![true]);
-    let bob = User::new("Bob");
-    let guest = app.room_token(id(&meeting), Some(&bob), json!({})).await;
-    let mut second = Client::connect(&app.ws_url()).await;
-    second
-        .send(json!({"v": 1, "type": "join", "token": guest, "publisher_offer": "o", "data_channel": false}))
-        .await;
-    second.expect("joined").await;
-    assert_eq!(creates(&app), vec![true, false]);
-    // Not a boolean: a clear error, no session.
-    let eve = User::new("Eve");
-    let guest = app.room_token(id(&meeting), Some(&eve), json!({})).await;
-    let mut third = Client::connect(&app.ws_url()).await;
-    third
-        .send(json!({"v": 1, "type": "join", "token": guest, "publisher_offer": "o", "data_channel": "no"}))
-        .await;
-    let error = third.expect("error").await;
-    assert_eq!(error["code"], "malformed_message");
-    assert_eq!(creates(&app), vec![true, false]);
+    // Unsaid, the SFU opens the channel, as it always did; `false` declines
+    // it; not a boolean is a clear error and opens no session.
+    let cases = [
+        (host, None, "joined", vec![true]),
+        (
+            User::new("Bob"),
+            Some(json!(false)),
+            "joined",
+            vec![true, false],
+        ),
+        (
+            User::new("Eve"),
+            Some(json!("no")),
+            "error",
+            vec![true, false],
+        ),
+    ];
+    let mut clients = Vec::new();
+    for (user, data_channel, reply, sessions) in cases {
+        let token = app.room_token(id(&meeting), Some(&user), json!({})).await;
+        let mut join = json!({"v": 1, "type": "join", "token": token, "publisher_offer": "o"});
+        if let Some(value) = data_channel {
+            join["data_channel"] = value;
+        }
+        let mut client = Client::connect(&app.ws_url()).await;
+        client.send(join).await;
+        let message = client.expect(reply).await;
+        if reply == "error" {
+            assert_eq!(message["code"], "malformed_message");
+        }
+        assert_eq!(creates(&app), sessions, "{message}");
+        clients.push(client);
+    }
 }
 
 #[tokio::test]
