@@ -51,6 +51,10 @@ struct Cli {
     /// Address advertised to browsers for media. Defaults to --host.
     #[arg(long, env = "SFU_PUBLIC_IP")]
     sfu_public_ip: Option<IpAddr>,
+    /// Receive and send buffer of the SFU's media socket, bytes (capped by
+    /// net.core.rmem_max / wmem_max unless the process has CAP_NET_ADMIN).
+    #[arg(long, env = "SFU_SOCKET_BUFFER_BYTES", default_value_t = sfu::Config::DEFAULT_SOCKET_BUFFER)]
+    sfu_socket_buffer: usize,
     /// Service credential between signaling and the SFU. Unset: a fresh random one.
     #[arg(long, env = "SFU_CONTROL_TOKEN")]
     sfu_control_token: Option<Secret<String>>,
@@ -137,6 +141,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         control_token: sfu_control_token.clone(),
         disconnect_grace: sfu::Config::DEFAULT_DISCONNECT_GRACE,
         ice_tcp: cli.sfu_ice_tcp,
+        socket_buffer: cli.sfu_socket_buffer,
     };
 
     let users_auth_url = loopback_url(auth_l.addr);

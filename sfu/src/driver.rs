@@ -167,6 +167,7 @@ pub fn spawn(
                     forwarded_pps,
                     rate_window: (Instant::now(), 0),
                     label: index.to_string(),
+                    reported_overflow: 0,
                 };
                 worker.run(shutdown).await;
             });
@@ -194,6 +195,8 @@ struct Worker {
     rate_window: (Instant, u64),
     /// The `worker` label of this worker's gauges.
     label: String,
+    /// The socket's overflow-drop count as last pushed to the metrics.
+    reported_overflow: u32,
 }
 
 impl Worker {
@@ -359,6 +362,11 @@ impl Worker {
     fn report(&mut self, now: Instant) {
         let stats = self.sfu.stats().clone();
         self.metrics.add_delta(&self.reported, &stats);
+        let overflow = self.socket.overflow_drops();
+        // The kernel's counter is a u32 that may wrap.
+        self.metrics
+            .add_socket_overflow_drops(overflow.wrapping_sub(self.reported_overflow));
+        self.reported_overflow = overflow;
         if let Some(tcp) = &self.tcp {
             self.metrics.add_tcp_delta(&self.reported_tcp, &tcp.stats);
             self.metrics.set_tcp_connections(&self.label, tcp.open());

@@ -45,10 +45,16 @@ pub struct Config {
     /// and offers it as a passive candidate, for clients whose network blocks
     /// UDP. Costs nothing while no client uses it.
     pub ice_tcp: bool,
+    /// Receive and send buffer asked for on each media socket, bytes (see
+    /// [`udp::size_buffers`]).
+    pub socket_buffer: usize,
 }
 
 impl Config {
     pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(20);
+    /// 4 MiB: about a third of a second of a 25-person meeting's input, so a
+    /// worker busy for a while loses nothing (Linux's default is ~208 KiB).
+    pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
 }
 
 /// Bind the media socket, start one worker, and build the control router.
@@ -90,6 +96,20 @@ pub async fn build_with_workers(
             bind.set_port(port);
         }
         let (socket, tcp) = bind_media(bind, config.ice_tcp)?;
+        match udp::size_buffers(&socket, config.socket_buffer) {
+            // Linux reports twice the payload bytes it grants.
+            Ok(got) if got.receive / 2 < config.socket_buffer => tracing::warn!(
+                worker = index,
+                asked = config.socket_buffer,
+                granted = got.receive / 2,
+                "the media socket's receive buffer was capped: raise net.core.rmem_max \
+                 (and wmem_max) to at least SFU_SOCKET_BUFFER_BYTES, or bursts are dropped"
+            ),
+            Ok(got) => tracing::debug!(worker = index, ?got, "media socket buffers"),
+            Err(err) => {
+                tracing::warn!(worker = index, %err, "cannot size the media socket buffers")
+            }
+        }
         let worker = driver::spawn(
             index,
             socket,

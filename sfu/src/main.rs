@@ -40,6 +40,10 @@ struct Cli {
     /// Seconds a participant whose media connection dropped is kept for a resume.
     #[arg(long, env = "SFU_DISCONNECT_GRACE_SECS", default_value_t = 20)]
     disconnect_grace_secs: u64,
+    /// Receive and send buffer of each media socket, bytes. Linux caps it at
+    /// net.core.rmem_max / wmem_max unless the process has CAP_NET_ADMIN.
+    #[arg(long, env = "SFU_SOCKET_BUFFER_BYTES", default_value_t = sfu::Config::DEFAULT_SOCKET_BUFFER)]
+    socket_buffer: usize,
     #[command(flatten)]
     service: ServiceArgs,
 }
@@ -54,6 +58,7 @@ async fn main() -> ExitCode {
         control_token: cli.control_token,
         disconnect_grace: Duration::from_secs(cli.disconnect_grace_secs),
         ice_tcp: cli.ice_tcp,
+        socket_buffer: cli.socket_buffer,
     };
     let workers = cli.workers;
     let drain_limit = Duration::from_secs(cli.drain_secs);

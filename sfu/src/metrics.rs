@@ -34,6 +34,7 @@ pub struct SfuMetrics {
     tcp_bad_framing: Counter,
     tcp_timed_out: Counter,
     tcp_frames_dropped: Counter,
+    socket_overflow_drops: Counter,
     tcp_connections: Family<WorkerLabel, Gauge>,
     rooms: Family<WorkerLabel, Gauge>,
     participants: Family<WorkerLabel, Gauge>,
@@ -182,6 +183,12 @@ impl SfuMetrics {
                 &m.tcp_frames_dropped,
             ),
         ];
+        metrics.register(
+            "sfu_udp_receive_buffer_drops",
+            "Datagrams the kernel dropped on a media socket whose receive buffer was full \
+             (raise SFU_SOCKET_BUFFER_BYTES and net.core.rmem_max if this grows)",
+            m.socket_overflow_drops.clone(),
+        );
         for (name, help, counter) in counters.into_iter().chain(tcp_counters) {
             metrics.register(name, help, counter.clone());
         }
@@ -295,6 +302,11 @@ impl SfuMetrics {
             before.frames_dropped,
             now.frames_dropped,
         );
+    }
+
+    /// `dropped` more datagrams were lost on a full media socket buffer.
+    pub fn add_socket_overflow_drops(&self, dropped: u32) {
+        self.socket_overflow_drops.inc_by(u64::from(dropped));
     }
 
     pub fn set_tcp_connections(&self, worker: &str, open: usize) {

@@ -40,6 +40,7 @@ pub async fn spawn_node_with(workers: usize) -> Node {
         control_token: Secret::new(TOKEN.to_owned()),
         disconnect_grace: Duration::from_secs(5),
         ice_tcp: true,
+        socket_buffer: sfu::Config::DEFAULT_SOCKET_BUFFER,
     };
     let (router, handles) = sfu::build_with_workers(config, workers, shutdown.clone())
         .await

@@ -37,6 +37,7 @@ async fn spawn_node() -> Node {
         control_token: Secret::new(TOKEN.to_owned()),
         disconnect_grace: Duration::from_secs(5),
         ice_tcp: true,
+        socket_buffer: sfu::Config::DEFAULT_SOCKET_BUFFER,
     };
     let router = sfu::build(config, shutdown.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
