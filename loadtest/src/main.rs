@@ -1045,6 +1045,13 @@ async fn measure(
             .ok(),
         Forwarded::Arrivals(_) => None,
     };
+    let socket_drops = match &joined.counter {
+        Forwarded::Metric(control) => control
+            .metric("meetease_sfu_udp_receive_buffer_drops_total")
+            .await
+            .ok(),
+        Forwarded::Arrivals(_) => None,
+    };
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -1060,6 +1067,7 @@ async fn measure(
         rss_end: watch.rss_bytes(),
         keyframe_requests,
         sfu_added_latency,
+        socket_drops,
         timeline,
     })
 }

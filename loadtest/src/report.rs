@@ -54,6 +54,9 @@ pub struct Measured {
     pub keyframe_requests: Option<f64>,
     /// The SFU's own measure of the latency it adds (`None`: it has none).
     pub sfu_added_latency: Option<Percentiles>,
+    /// Datagrams the kernel dropped on the SFU's full media socket since it
+    /// started, joins included (`None`: the server does not say).
+    pub socket_drops: Option<f64>,
     pub timeline: Vec<Sample>,
 }
 
@@ -69,6 +72,8 @@ pub struct SubscriberSummary {
     pub layers: String,
     /// NACKs and PLIs this receiver sent and its largest jitter (full receivers only).
     pub feedback: Option<crate::stats::Feedback>,
+    /// From the start of joining to this participant's first media packet.
+    pub join_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,6 +138,9 @@ pub struct RunResult {
     pub sfu_rss_mib: f64,
     pub memory_per_participant_kib: f64,
     pub keyframe_requests: Option<f64>,
+    /// Datagrams the kernel dropped on the SFU's full media socket, joins
+    /// included (MeetEase only).
+    pub sfu_socket_drops: Option<f64>,
     /// NACKs and PLIs all receivers sent in the window, and the largest jitter
     /// any of them saw (full receivers only).
     pub nacks_sent: Option<u64>,
@@ -190,6 +198,7 @@ pub fn summarise(
             video_kbps: kbps,
             layers,
             feedback: p.feedback,
+            join_ms: p.join_time.map(|t| t.as_secs_f64() * 1000.0),
         });
     }
     let window_s = measured.window.as_secs_f64();
@@ -229,6 +238,7 @@ pub fn summarise(
             / 1024.0
             / count as f64,
         keyframe_requests: measured.keyframe_requests,
+        sfu_socket_drops: measured.socket_drops,
         sfu_added_latency: measured.sfu_added_latency,
         nacks_sent: feedback_total(&subscribers, |f| f.nacks),
         plis_sent: feedback_total(&subscribers, |f| f.plis),
@@ -253,7 +263,7 @@ fn feedback_total(
 
 pub fn one_line(r: &RunResult) -> String {
     format!(
-        "{} {}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms{}, join p50 {:.0} ms, {:.0} KiB/participant",
+        "{} {}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms{}, join p50 {:.0} ms p99 {:.0} ms, {:.0} KiB/participant{}",
         r.server,
         r.scenario.name,
         r.scenario.rooms,
@@ -280,7 +290,13 @@ pub fn one_line(r: &RunResult) -> String {
             l.p50_ms, l.p99_ms
         )),
         r.join_time.p50_ms,
+        r.join_time.p99_ms,
         r.memory_per_participant_kib,
+        r.sfu_socket_drops
+            .filter(|d| *d > 0.0)
+            .map_or(String::new(), |d| format!(
+                ", {d:.0} datagrams dropped on the SFU's full socket"
+            )),
     )
 }
 
