@@ -16,6 +16,7 @@ mod impair;
 mod janus;
 mod node;
 mod peer;
+mod pin;
 mod platform;
 mod report;
 mod stats;
@@ -74,6 +75,12 @@ struct Cli {
     /// Seconds of warm-up before measuring.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// The server on CPU 0 and the load generator on the other CPUs, so the
+    /// scheduler never runs the generator on the server's core (as a
+    /// production server has its machine to itself). Default: both share
+    /// every core.
+    #[arg(long)]
+    pin_cores: bool,
     /// Participants joining per second.
     #[arg(long, default_value_t = 50.0)]
     join_rate: f64,
@@ -229,6 +236,7 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
         bandwidth_kbps: cli.bandwidth_kbps,
         lean_receivers: cli.lean_receivers,
         data_channels: cli.data_channels,
+        pin_cores: cli.pin_cores,
     }
 }
 
@@ -533,6 +541,9 @@ async fn join_meetease(
     }
     let control = ControlClient::new(sfu.url(""), sfu.token.clone());
     let watch = sfu.watch();
+    if cli.pin_cores {
+        pin::split(sfu.pid())?;
+    }
     let rss_before = watch.rss_bytes();
 
     // SFU events → the participant that must answer a new subscriber offer.
@@ -662,6 +673,9 @@ async fn join_platform(
     let scenario = common.scenario.clone();
     let platform = PlatformProcess::spawn(&platform_binary(cli)?)?;
     let watch = ProcWatch::new(platform.pid());
+    if cli.pin_cores {
+        pin::split(platform.pid())?;
+    }
     let rss_before = watch.rss_bytes();
     let http = reqwest::Client::new();
     let size = scenario.publishers + scenario.subscribers;
@@ -844,6 +858,9 @@ async fn join_janus(
     let http = reqwest::Client::new();
     process.ready(&http).await?;
     let watch = ProcWatch::new(process.pid());
+    if cli.pin_cores {
+        pin::split(process.pid())?;
+    }
     let rss_before = watch.rss_bytes();
     let janus = JanusClient::connect(http, process.api_base(), common.stop.clone()).await?;
     let joiner = JanusJoin {

@@ -27,6 +27,8 @@ pub struct Scenario {
     pub lean_receivers: bool,
     /// Clients open data channels (see `--data-channels`).
     pub data_channels: bool,
+    /// The server had CPU 0 to itself, the load generator the rest (`--pin-cores`).
+    pub pin_cores: bool,
 }
 
 /// One second of the measured window.
