@@ -249,6 +249,18 @@ receivers, less memory; `docs/benchmarks/sfu-core.md`). Lean receivers leave RTX
 retransmission or a probe's RTX padding carries an old packet's timestamp, which had made the 25-person
 meeting's latency maximum read 15–22 s (p99 ~40 ms) where the SFU itself never held a packet 20 ms.
 
+Done after this report (2026-11-29, not yet in the tables above): the media socket asks for a 4 MiB receive
+and send buffer (`SFU_SOCKET_BUFFER_BYTES`). With the kernel's ~208 KiB default the 25-person meeting lost
+668–2 099 datagrams a run on the SFU's full socket (three runs; audio loss up to 0.05%, and joins whose DTLS
+or ICE packets were lost waited for a retransmission: join p99 420–950 ms), and none with 4 MiB (join p99
+261–403 ms, three interleaved runs); `sfu_udp_receive_buffer_drops` now counts such drops. DTLS set-up is
+paid once per process: str0m built and self-tested a DTLS configuration (an ECDH exchange and an ECDSA
+verification) and generated a certificate for every connection, two per participant; the SFU now shares one
+validated configuration and one certificate per core, as Janus and mediasoup use one per server or worker.
+Under callgrind `create_session` went from 24.4 M to 0.8 M instructions (`forward_bench`, 101 sessions); with
+300 lean receivers joining at 200 a second, join p50 went from 20–22 ms to 17 ms and memory per participant
+from 325–334 to 296–314 KiB (two interleaved runs each).
+
 **Bandwidth estimation is a quarter of the core's cost.** In the in-memory benchmark (100 receivers, runs
 interleaved, 2026-11-28 afternoon) switching str0m's estimator off for subscribers (an experiment, not
 committed: per-subscriber layer choice needs the estimate) took the core from 5.56–5.99 to 4.07–4.56 µs per
@@ -258,9 +270,7 @@ estimate (a pacer that releases its budget in one pass, or receiver-side REMB) i
 
 The levers left on our side: shrink the per-session state a packet touches (the RTX
 cache copy, stream lookups); AES-128-GCM (str0m 0.25 offers no setting); on a real NIC the receivers' softirq
-share leaves the SFU. Join cost: str0m builds a DTLS configuration per connection and validates the crypto
-provider each time (an ECDH and an ECDSA self-test, ~1.3 ms of CPU per connection), which a shared
-configuration would remove.
+share leaves the SFU.
 
 The SFU-added latency measured in the SFU follows from the same cost: one worker forwards a packet to its
 `N` subscribers one after the other, and a video frame's packets arrive together, so the last copy of a

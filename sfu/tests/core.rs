@@ -706,3 +706,53 @@ fn a_muted_track_is_left_as_it_is() {
     world.run(Duration::from_secs(5), 15);
     assert!(publisher_layers(&world, track, mark).is_empty());
 }
+
+#[test]
+fn every_connection_of_a_core_presents_one_certificate() {
+    // The core makes one DTLS certificate and shares it (sfu/src/core/dtls.rs);
+    // that every call in these tests still connects shows the handshakes work.
+    let mut world = World::new();
+    let now = world.now;
+    let fingerprint = |sdp: &str| {
+        sdp.lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .map(str::to_owned)
+            .expect("an SDP without a fingerprint")
+    };
+    let mut prints = Vec::new();
+    for _ in 0..3 {
+        let mut client = str0m::Rtc::builder().build(now);
+        let mut api = client.sdp_api();
+        api.add_media(
+            str0m::media::MediaKind::Audio,
+            str0m::media::Direction::SendOnly,
+            None,
+            None,
+            None,
+        );
+        let (offer, _) = api.apply().unwrap();
+        let created = world
+            .sfu
+            .create_session(
+                now,
+                proto::sfu::CreateSession {
+                    room: proto::media::RoomId::parse("r").unwrap(),
+                    participant: proto::ids::ParticipantId::new(),
+                    publisher_offer: offer.to_sdp_string(),
+                    tracks: vec![],
+                    auto_subscribe: true,
+                    data_channel: false,
+                },
+            )
+            .unwrap();
+        prints.push(fingerprint(&created.publisher_answer));
+        prints.push(fingerprint(&created.subscriber_offer.sdp));
+    }
+    assert!(prints.iter().all(|p| *p == prints[0]), "{prints:#?}");
+    // A client's own certificate is its own: the SFU's is not everyone's.
+    let mut other = str0m::Rtc::builder().build(now);
+    let mut api = other.sdp_api();
+    api.add_channel("x".into());
+    let (offer, _) = api.apply().unwrap();
+    assert_ne!(fingerprint(&offer.to_sdp_string()), prints[0]);
+}

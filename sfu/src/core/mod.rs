@@ -29,6 +29,7 @@
 //! session alone.
 
 pub mod codec;
+mod dtls;
 pub mod dynacast;
 pub mod forward;
 pub mod speaker;
@@ -339,6 +340,11 @@ struct Room {
 /// The SFU core. See the module docs for the polling contract.
 pub struct Sfu {
     config: SfuConfig,
+    /// str0m's crypto with DTLS set up once per process (see `dtls.rs`).
+    crypto: std::sync::Arc<str0m::config::CryptoProvider>,
+    /// This core's DTLS certificate, shared by its connections (`None`: each
+    /// connection makes its own, as str0m does by default).
+    certificate: Option<str0m::config::DtlsCert>,
     peers: FxHashMap<PeerKey, Peer>,
     next_peer: PeerKey,
     by_ufrag: HashMap<String, PeerKey>,
@@ -368,6 +374,8 @@ impl Sfu {
     pub fn new(config: SfuConfig, now: Instant) -> Self {
         Self {
             config,
+            crypto: dtls::crypto_provider(),
+            certificate: dtls::certificate(),
             peers: FxHashMap::default(),
             next_peer: 1,
             by_ufrag: HashMap::new(),
@@ -885,6 +893,7 @@ impl Sfu {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds.clone())
             .set_stats_interval(Some(QUALITY_EVERY))
+            .set_crypto_provider(self.crypto.clone())
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
@@ -895,6 +904,9 @@ impl Sfu {
                 .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
                 // Enough history to answer NACKs for ~1 s of 2.5 Mbps video.
                 .set_send_buffer_video(1000);
+        }
+        if let Some(cert) = &self.certificate {
+            config = config.set_dtls_cert(cert.clone());
         }
         let mut rtc = config.build(now);
         if let Ok(candidate) = Candidate::host(self.config.candidate_addr, "udp") {
@@ -1512,21 +1524,23 @@ impl Sfu {
             let coalesced = &mut self.stats.timer_wakeups_coalesced;
             let written = catch_unwind(AssertUnwindSafe(|| {
                 let mut api = peer.rtc.direct_api();
-                let ssrc = match sub.out_ssrc {
-                    Some((m, ssrc)) if m == mid && api.stream_tx(&ssrc).is_some() => ssrc,
-                    _ => {
-                        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-                            return Ok::<bool, RtcError>(false);
-                        };
-                        let ssrc = stream.ssrc();
-                        sub.out_ssrc = Some((mid, ssrc));
-                        ssrc
+                // One hash lookup by the SSRC found last time; by mid (a walk)
+                // only the first time or when the stream was replaced.
+                let cached = sub.out_ssrc.filter(|(m, _)| *m == mid).map(|(_, s)| s);
+                let unwritten = match cached.and_then(|ssrc| api.stream_tx(&ssrc)) {
+                    Some(stream) => {
+                        stream.write_rtp(write);
+                        None
                     }
+                    None => Some(write),
                 };
-                let Some(stream) = api.stream_tx(&ssrc) else {
-                    return Ok(false);
-                };
-                stream.write_rtp(write);
+                if let Some(write) = unwritten {
+                    let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                        return Ok::<bool, RtcError>(false);
+                    };
+                    sub.out_ssrc = Some((mid, stream.ssrc()));
+                    stream.write_rtp(write);
+                }
                 // str0m sends what was written on its next timeout pass, due at
                 // once. Run it now, while this session is still in the CPU's
                 // cache, rather than after every other subscriber has been
