@@ -315,6 +315,15 @@ async fn media_crosses_the_real_udp_driver_even_under_a_datagram_flood() {
         "garbage was counted"
     );
     assert_eq!(value("meetease_sfu_sessions_failed_total"), 0.0);
+    // What the kernel dropped on a full socket is exported (its value depends
+    // on how busy the machine was, so only its presence is checked here;
+    // `udp.rs`'s tests check the count against a real overflow).
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("meetease_sfu_udp_receive_buffer_drops_total ")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
