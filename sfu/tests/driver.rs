@@ -321,7 +321,7 @@ async fn media_crosses_the_real_udp_driver_even_under_a_datagram_flood() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("meetease_sfu_udp_receive_buffer_drops_total ")),
+            .any(|l| l.starts_with("meetease_sfu_udp_receive_buffer_drops_total")),
         "{metrics}"
     );
 }
