@@ -249,7 +249,7 @@ receivers, less memory; `docs/benchmarks/sfu-core.md`). Lean receivers leave RTX
 retransmission or a probe's RTX padding carries an old packet's timestamp, which had made the 25-person
 meeting's latency maximum read 15–22 s (p99 ~40 ms) where the SFU itself never held a packet 20 ms.
 
-Done after this report (2026-11-29, not yet in the tables above): the media socket asks for a 4 MiB receive
+Done since the report before this one (2026-11-29, measured apart from the tables above): the media socket asks for a 4 MiB receive
 and send buffer (`SFU_SOCKET_BUFFER_BYTES`). With the kernel's ~208 KiB default the 25-person meeting lost
 668–2 099 datagrams a run on the SFU's full socket (three runs; audio loss up to 0.05%, and joins whose DTLS
 or ICE packets were lost waited for a retransmission: join p99 420–950 ms), and none with 4 MiB (join p99
@@ -273,10 +273,14 @@ cache copy, stream lookups); AES-128-GCM (str0m 0.25 offers no setting); on a re
 share leaves the SFU.
 
 The SFU-added latency measured in the SFU follows from the same cost: one worker forwards a packet to its
-`N` subscribers one after the other, and a video frame's packets arrive together, so the last copy of a
-frame leaves about `packets × N × cost per copy` after the frame arrived. Since 2026-11-28 copies are sent as
-soon as 32 are ready rather than after the whole read turn, which lowered the median (at 225 subscribers,
-3.6 → 2.5 ms in a spot check) but not the tail, which is set by the last copy.
+`N` subscribers one after the other, so its last copy leaves about `N × cost per copy` after it arrived, and
+a packet that arrives while another's fan-out runs waits for that one first (the load generator's publishers
+pace their packets evenly, so this is not a burst effect). The p99 is therefore about two fan-outs: at 240
+lean receivers, ≈ 2.5 ms each, it read 4.8–5.1 ms (2026-11-29), and giving the SFU a core of its own
+(`loadtest --pin-cores`) did not change it; at 100 receivers pinning took it from ~2.8 to ~1.9 ms. The 2 ms
+goal at half load needs a copy at about 4 µs instead of 10, the same step as the 250 000 goal. Since
+2026-11-28 copies are sent as soon as 32 are ready rather than after the whole read turn, which lowered the
+median (at 225 subscribers, 3.6 → 2.5 ms in a spot check) but not the tail.
 
 ## Not measured yet
 
