@@ -273,6 +273,14 @@ impl Forwarded {
         }
     }
 
+    /// One of the SFU's counters from its `/metrics` (`None`: Janus has none).
+    async fn sfu_counter(&self, name: &str) -> Option<f64> {
+        match self {
+            Forwarded::Metric(control) => control.metric(name).await.ok(),
+            Forwarded::Arrivals(_) => None,
+        }
+    }
+
     /// The SFU's forward-latency histogram (see `report::RunResult::sfu_added_latency`).
     async fn added_latency(&self) -> Option<Vec<(f64, f64)>> {
         match self {
@@ -1055,20 +1063,14 @@ async fn measure(
         (Some(before), Some(after)) => Some(stats::Percentiles::from_buckets(&before, &after)),
         _ => None,
     };
-    let keyframe_requests = match &joined.counter {
-        Forwarded::Metric(control) => control
-            .metric("meetease_sfu_keyframe_requests_total")
-            .await
-            .ok(),
-        Forwarded::Arrivals(_) => None,
-    };
-    let socket_drops = match &joined.counter {
-        Forwarded::Metric(control) => control
-            .metric("meetease_sfu_udp_receive_buffer_drops_total")
-            .await
-            .ok(),
-        Forwarded::Arrivals(_) => None,
-    };
+    let keyframe_requests = joined
+        .counter
+        .sfu_counter("meetease_sfu_keyframe_requests_total")
+        .await;
+    let socket_drops = joined
+        .counter
+        .sfu_counter("meetease_sfu_udp_receive_buffer_drops_total")
+        .await;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
