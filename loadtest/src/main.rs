@@ -265,10 +265,7 @@ enum Forwarded {
 impl Forwarded {
     async fn read(&self) -> Option<f64> {
         match self {
-            Forwarded::Metric(control) => control
-                .metric("meetease_sfu_rtp_forwarded_total")
-                .await
-                .ok(),
+            Forwarded::Metric(_) => self.sfu_counter("meetease_sfu_rtp_forwarded_total").await,
             Forwarded::Arrivals(live) => Some(live.arrived.load(Ordering::Relaxed) as f64),
         }
     }

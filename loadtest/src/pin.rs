@@ -32,13 +32,30 @@ fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
 
 /// The CPUs the load generator keeps: every one after the server's.
 fn generator_cpus() -> anyhow::Result<String> {
-    let cpus = std::thread::available_parallelism()
-        .context("cannot count the CPUs")?
-        .get();
+    // Not `available_parallelism`: it counts this process's affinity, which
+    // the first split narrowed (a `--server both` run splits twice).
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("cannot read the online CPUs")?;
+    let cpus = online_count(&online).context("cannot parse the online CPUs")?;
     if cpus < 2 {
         bail!("--pin-cores needs at least two CPUs (this machine has {cpus})");
     }
-    Ok(format!("{}-{}", SERVER_CPU + 1, cpus - 1))
+    // Written as the kernel lists it (`Cpus_allowed_list`): `1`, or `1-7`.
+    let (first, last) = (SERVER_CPU + 1, cpus - 1);
+    Ok(if first == last {
+        first.to_string()
+    } else {
+        format!("{first}-{last}")
+    })
+}
+
+/// How many CPUs a kernel CPU list such as `0-3` or `0,2-5` covers up to its
+/// highest (the highest number plus one).
+fn online_count(list: &str) -> Option<usize> {
+    list.trim()
+        .split([',', '-'])
+        .map(|n| n.parse::<usize>().ok())
+        .try_fold(0, |most, n| Some(most.max(n? + 1)))
 }
 
 /// The server (`pid`) on its core, this process on the others.
@@ -54,13 +71,16 @@ mod tests {
 
     #[test]
     fn a_child_is_pinned_to_the_server_cpu_and_this_process_to_the_rest() {
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        if online_count(&online).unwrap() < 2 {
             // The split itself must refuse, not pretend.
             assert!(generator_cpus().is_err());
             return;
         }
         let mut child = Command::new("sleep").arg("5").spawn().unwrap();
         let before = std::fs::read_to_string("/proc/self/status").unwrap();
+        split(child.id()).unwrap();
+        // A second server in the same run (`--server both`) splits again.
         split(child.id()).unwrap();
         let allowed = |status: &str| {
             status
@@ -72,10 +92,18 @@ mod tests {
         let child_status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
         assert_eq!(allowed(&child_status), "0");
         let own = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
-        assert!(!own.starts_with('0'), "{own}");
+        assert_eq!(own, generator_cpus().unwrap());
         // Give this test process its CPUs back for the tests after it.
         pin(std::process::id(), &allowed(&before)).unwrap();
         child.kill().unwrap();
         let _ = child.wait();
+    }
+
+    #[test]
+    fn cpu_lists_are_counted_to_their_highest_cpu() {
+        assert_eq!(online_count("0\n"), Some(1));
+        assert_eq!(online_count("0-1\n"), Some(2));
+        assert_eq!(online_count("0,2-5"), Some(6));
+        assert_eq!(online_count("zero"), None);
     }
 }

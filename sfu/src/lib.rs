@@ -97,11 +97,10 @@ pub async fn build_with_workers(
         }
         let (socket, tcp) = bind_media(bind, config.ice_tcp)?;
         match udp::size_buffers(&socket, config.socket_buffer) {
-            // Linux reports twice the payload bytes it grants.
-            Ok(got) if got.receive / 2 < config.socket_buffer => tracing::warn!(
+            Ok(got) if got.receive < config.socket_buffer => tracing::warn!(
                 worker = index,
                 asked = config.socket_buffer,
-                granted = got.receive / 2,
+                granted = got.receive,
                 "the media socket's receive buffer was capped: raise net.core.rmem_max \
                  (and wmem_max) to at least SFU_SOCKET_BUFFER_BYTES, or bursts are dropped"
             ),

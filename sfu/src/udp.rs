@@ -34,7 +34,8 @@ pub const BATCH: usize = 32;
 /// Largest datagram read; anything longer is truncated and then rejected.
 pub const MAX_DATAGRAM: usize = 2048;
 
-/// The receive and send buffer sizes a media socket got from the kernel.
+/// The receive and send buffer sizes a media socket got from the kernel, in
+/// payload bytes (Linux reports twice that, its bookkeeping included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
     pub receive: usize,
@@ -48,20 +49,22 @@ pub struct BufferSizes {
 /// retransmission timer (a second or more). Linux caps the plain request at
 /// `net.core.rmem_max`/`wmem_max`; a process with `CAP_NET_ADMIN` may go past
 /// that (`SO_RCVBUFFORCE`), which is tried when the cap bit. Returns what the
-/// kernel granted (Linux reports twice the payload bytes: its bookkeeping).
+/// kernel granted.
 pub fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) -> io::Result<BufferSizes> {
+    use nix::sys::socket::getsockopt;
+    // Linux reports twice the payload bytes it granted.
+    let granted = |reported: usize| reported / 2;
     setsockopt(socket, sockopt::RcvBuf, &bytes)?;
     setsockopt(socket, sockopt::SndBuf, &bytes)?;
-    // The kernel doubles what it grants; below `bytes` means it was capped.
-    if nix::sys::socket::getsockopt(socket, sockopt::RcvBuf)? < bytes {
+    if granted(getsockopt(socket, sockopt::RcvBuf)?) < bytes {
         let _ = setsockopt(socket, sockopt::RcvBufForce, &bytes);
     }
-    if nix::sys::socket::getsockopt(socket, sockopt::SndBuf)? < bytes {
+    if granted(getsockopt(socket, sockopt::SndBuf)?) < bytes {
         let _ = setsockopt(socket, sockopt::SndBufForce, &bytes);
     }
     Ok(BufferSizes {
-        receive: nix::sys::socket::getsockopt(socket, sockopt::RcvBuf)?,
-        send: nix::sys::socket::getsockopt(socket, sockopt::SndBuf)?,
+        receive: granted(getsockopt(socket, sockopt::RcvBuf)?),
+        send: granted(getsockopt(socket, sockopt::SndBuf)?),
     })
 }
 
@@ -345,9 +348,8 @@ mod tests {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(usize::MAX)
         };
-        // Linux reports twice what it grants; without CAP_NET_ADMIN the grant
-        // stops at the sysctl limit.
-        assert!(got.receive / 2 >= asked.min(cap("rmem_max")), "{got:?}");
-        assert!(got.send / 2 >= asked.min(cap("wmem_max")), "{got:?}");
+        // Without CAP_NET_ADMIN the grant stops at the sysctl limit.
+        assert!(got.receive >= asked.min(cap("rmem_max")), "{got:?}");
+        assert!(got.send >= asked.min(cap("wmem_max")), "{got:?}");
     }
 }

@@ -488,17 +488,7 @@ fn bad_sdp_and_unknown_sessions_are_clean_errors() {
     let now = world.now;
     let err = world
         .sfu
-        .create_session(
-            now,
-            proto::sfu::CreateSession {
-                room: proto::media::RoomId::parse("r").unwrap(),
-                participant: proto::ids::ParticipantId::new(),
-                publisher_offer: "v=0\r\nthis is not sdp".into(),
-                tracks: vec![],
-                auto_subscribe: true,
-                data_channel: true,
-            },
-        )
+        .create_session(now, session_in_room_r("v=0\r\nthis is not sdp".into()))
         .unwrap_err();
     assert!(matches!(err, sfu::core::SfuError::BadSdp(_)));
     let ghost = proto::ids::ParticipantId::new();
@@ -533,6 +523,19 @@ fn bad_sdp_and_unknown_sessions_are_clean_errors() {
         )
         .unwrap_err();
     assert_eq!(err, sfu::core::SfuError::BadCandidate);
+}
+
+/// A new participant's session in room `r`, built straight on the core (not
+/// through the harness's clients), declaring no tracks.
+fn session_in_room_r(publisher_offer: String) -> proto::sfu::CreateSession {
+    proto::sfu::CreateSession {
+        room: proto::media::RoomId::parse("r").unwrap(),
+        participant: proto::ids::ParticipantId::new(),
+        publisher_offer,
+        tracks: vec![],
+        auto_subscribe: true,
+        data_channel: true,
+    }
 }
 
 fn fake_answer() -> String {
@@ -733,17 +736,7 @@ fn every_connection_of_a_core_presents_one_certificate() {
         let (offer, _) = api.apply().unwrap();
         let created = world
             .sfu
-            .create_session(
-                now,
-                proto::sfu::CreateSession {
-                    room: proto::media::RoomId::parse("r").unwrap(),
-                    participant: proto::ids::ParticipantId::new(),
-                    publisher_offer: offer.to_sdp_string(),
-                    tracks: vec![],
-                    auto_subscribe: true,
-                    data_channel: false,
-                },
-            )
+            .create_session(now, session_in_room_r(offer.to_sdp_string()))
             .unwrap();
         prints.push(fingerprint(&created.publisher_answer));
         prints.push(fingerprint(&created.subscriber_offer.sdp));

@@ -7,7 +7,7 @@
 //! ~11 M instructions a connection for the self-test and ~1.5 M for the
 //! certificate, and a participant has two connections. Here the configuration
 //! is built and validated once per MTU and shared (`dimpl::Dtls` takes it as an
-//! `Arc` for that), and [`Certificate`] makes one certificate per core, as Janus
+//! `Arc` for that), and [`certificate`] makes one certificate per core, as Janus
 //! and mediasoup use one per server or worker. Sharing the certificate is
 //! safe for the sessions: its key only signs the handshake, and every
 //! session's keys come from its own ephemeral ECDH exchange; the fingerprint
