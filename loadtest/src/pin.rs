@@ -8,8 +8,8 @@
 //! (the softirq that delivers each datagram to a receiver's socket) still runs
 //! inside the server's `sendmmsg`, so the server is not fully alone either way.
 //!
-//! Affinity is set with util-linux's `taskset` on every thread of a process
-//! (`-a`); threads made later inherit it from the thread that makes them.
+//! Affinity is set with util-linux's `taskset` on every thread of a process;
+//! threads made later inherit it from the thread that makes them.
 
 use anyhow::{Context, bail};
 use std::process::Command;
@@ -17,15 +17,26 @@ use std::process::Command;
 /// The server's CPU.
 const SERVER_CPU: usize = 0;
 
-/// Pin every thread of `pid` to `cpus` (a `taskset` CPU list).
+/// Pin every thread of `pid` to `cpus` (a `taskset` CPU list). Threads are
+/// pinned one by one, and one that ends meanwhile is no error (`taskset -a`
+/// fails the whole call when a thread it listed is gone by the time it gets
+/// to it, which a busy test process hit).
 fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("cannot run taskset (util-linux) for --pin-cores")?;
-    if !status.success() {
-        bail!("taskset could not pin process {pid} to CPUs {cpus}");
+    let tasks = format!("/proc/{pid}/task");
+    let threads = std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))?;
+    for thread in threads {
+        let tid = thread?.file_name();
+        let status = Command::new("taskset")
+            .args(["-p", "-c", cpus])
+            .arg(&tid)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("cannot run taskset (util-linux) for --pin-cores")?;
+        let gone = !std::path::Path::new(&tasks).join(&tid).exists();
+        if !status.success() && !gone {
+            bail!("taskset could not pin thread {tid:?} of process {pid} to CPUs {cpus}");
+        }
     }
     Ok(())
 }
