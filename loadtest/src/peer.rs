@@ -397,7 +397,7 @@ impl Participant {
                     }
                     Some(Control::StartJoinClock) => self.mark_joining(),
                     Some(Control::ResetStats) => {
-                        self.rx.clear();
+                        self.rx.values_mut().for_each(TrackRx::start_window);
                         self.ingress_base = self
                             .ingress
                             .iter()
@@ -702,6 +702,7 @@ impl Participant {
     }
 
     fn report(self) -> ParticipantReport {
+        let end = Instant::now();
         let feedback = (!self.lean && !self.ingress.is_empty()).then(|| {
             let mut f = Feedback::default();
             for (key, (nacks, plis, jitter)) in &self.ingress {
@@ -721,7 +722,9 @@ impl Participant {
             tracks: self
                 .rx
                 .into_iter()
-                .map(|((_, layer), rx)| rx.finish(layer))
+                .map(|((_, layer), rx)| rx.finish(layer, end))
+                // A track (or layer) heard only in the warm-up is not part of the window.
+                .filter(|track| track.received > 0)
                 .collect(),
         }
     }

@@ -3,7 +3,7 @@
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// A gap longer than this between video packets of a track counts as a freeze.
@@ -14,9 +14,25 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// How long a lost packet may take to be repaired. str0m's receiver asks up
+/// to five times, an RTT (100 ms until it has measured one) apart, so half a
+/// second covers every retry. A hole younger than this at the end of the
+/// window is a repair still in flight, not a loss.
+pub const REPAIR_HORIZON: Duration = Duration::from_millis(500);
+
 /// Receive state for one publisher track+layer at one subscriber.
 pub struct TrackRx {
     seqs: BTreeSet<u64>,
+    /// The highest sequence number seen before the measured window began.
+    /// A packet at or below it that arrives later is the repair of a loss
+    /// from before the window: counting it would stretch the window back over
+    /// packets that were received and then forgotten, and report them lost.
+    floor: Option<u64>,
+    /// Arrivals of the last [`REPAIR_HORIZON`], oldest first, and the highest
+    /// sequence number among those that left it: holes up to that number had
+    /// their whole chance of repair.
+    recent: VecDeque<(Instant, u64)>,
+    settled: Option<u64>,
     latency: Histogram<u64>,
     first_at: Instant,
     last_at: Instant,
@@ -29,6 +45,9 @@ impl TrackRx {
         let now = Instant::now();
         Self {
             seqs: BTreeSet::new(),
+            floor: None,
+            recent: VecDeque::new(),
+            settled: None,
             latency: latency_histogram(),
             first_at: now,
             last_at: now,
@@ -38,6 +57,9 @@ impl TrackRx {
     }
 
     pub fn record(&mut self, seq: u64, latency_us: u64, now: Instant, bytes: usize) {
+        if self.floor.is_some_and(|floor| seq <= floor) {
+            return;
+        }
         if self.seqs.is_empty() {
             self.first_at = now;
         } else if now.saturating_duration_since(self.last_at) > FREEZE_GAP {
@@ -47,20 +69,49 @@ impl TrackRx {
         self.seqs.insert(seq);
         self.bytes += bytes as u64;
         let _ = self.latency.record(latency_us.max(1));
+        self.settle(now);
+        self.recent.push_back((now, seq));
     }
 
-    /// Summarise. Loss counts the holes between the first and last sequence
-    /// number received (a layer switch starts a new stretch, never a hole).
-    pub fn finish(self, layer: u8) -> TrackReport {
+    /// Move arrivals older than the repair horizon (as of `now`) out of `recent`.
+    fn settle(&mut self, now: Instant) {
+        while let Some(&(at, seq)) = self.recent.front() {
+            if now.saturating_duration_since(at) < REPAIR_HORIZON {
+                break;
+            }
+            self.recent.pop_front();
+            self.settled = self.settled.max(Some(seq));
+        }
+    }
+
+    /// Forget what was received so far (the warm-up) and measure from here:
+    /// only packets newer than anything already seen count from now on.
+    pub fn start_window(&mut self) {
+        let floor = self.seqs.last().copied().max(self.floor);
+        *self = Self {
+            floor,
+            ..Self::new()
+        };
+    }
+
+    /// Summarise at `end`, the end of the window. Loss counts the holes
+    /// between the first sequence number received and the highest one that
+    /// arrived a [`REPAIR_HORIZON`] before `end` (a layer switch starts a new
+    /// stretch, never a hole); `expected` is what was received plus those holes.
+    pub fn finish(mut self, layer: u8, end: Instant) -> TrackReport {
+        self.settle(end);
         let received = self.seqs.len() as u64;
-        let expected = match (self.seqs.first(), self.seqs.last()) {
-            (Some(first), Some(last)) => last - first + 1,
+        let holes = match (self.seqs.first(), self.settled) {
+            (Some(&first), Some(settled)) if settled >= first => {
+                let span = settled - first + 1;
+                span - self.seqs.range(first..=settled).count() as u64
+            }
             _ => 0,
         };
         TrackReport {
             layer: layer as char,
             received,
-            expected,
+            expected: received + holes,
             freezes: self.freezes,
             bytes: self.bytes,
             latency: self.latency,
@@ -221,11 +272,67 @@ mod tests {
             let at = t0 + Duration::from_millis(if i == 5 { 1000 } else { 10 * i as u64 });
             rx.record(*seq, 500, at, 1000);
         }
-        let report = rx.finish(b'f');
+        let report = rx.finish(b'f', t0 + Duration::from_secs(2));
         assert_eq!(report.received, 6);
         assert_eq!(report.expected, 10);
         assert_eq!(report.freezes, 1);
         let p = Percentiles::of(&report.latency, true);
         assert!((p.p50_ms - 0.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_repair_of_a_warm_up_loss_does_not_count_as_window_loss() {
+        let t0 = Instant::now();
+        let end = t0 + Duration::from_secs(2);
+        let mut rx = TrackRx::new();
+        // Warm-up: 4 is lost, 5..=9 arrive.
+        for seq in [1u64, 2, 3, 5, 6, 7, 8, 9] {
+            rx.record(seq, 500, t0, 1000);
+        }
+        rx.start_window();
+        // The retransmission of 4 lands after the window began, then new media.
+        rx.record(4, 30_000, t0, 1000);
+        for seq in 10u64..=20 {
+            rx.record(seq, 500, t0, 1000);
+        }
+        let report = rx.finish(b'f', end);
+        assert_eq!(report.received, 11);
+        assert_eq!(report.expected, 11, "5..=9 were received, not lost");
+        // The late repair is not window latency either.
+        assert_eq!(Percentiles::of(&report.latency, true).max_ms, 0.5);
+        // A second window keeps the floor where the first left it.
+        let mut rx = TrackRx::new();
+        rx.start_window();
+        rx.record(7, 500, t0, 1000);
+        rx.start_window();
+        rx.record(3, 500, t0, 1000);
+        rx.record(8, 500, t0, 1000);
+        assert_eq!(rx.finish(b'f', end).expected, 1);
+    }
+
+    #[test]
+    fn a_hole_still_within_its_repair_time_at_the_end_is_not_loss() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut rx = TrackRx::new();
+        // 1..=10 at 10 ms apart, 4 missing; then 12..=14 in the last 100 ms, 11 missing.
+        for seq in [1u64, 2, 3, 5, 6, 7, 8, 9, 10] {
+            rx.record(seq, 500, ms(seq * 10), 1000);
+        }
+        for seq in [12u64, 13, 14] {
+            rx.record(seq, 500, ms(1000 + seq), 1000);
+        }
+        let report = rx.finish(b'f', ms(1100));
+        assert_eq!(report.received, 12, "every packet counts as received");
+        assert_eq!(
+            report.expected, 13,
+            "4 had its chance of repair and is lost; 11 may still come"
+        );
+        // Given its chance, 11 counts too.
+        let mut rx = TrackRx::new();
+        for seq in [1u64, 2, 3, 5, 6, 7, 8, 9, 10, 12, 13, 14] {
+            rx.record(seq, 500, ms(seq * 10), 1000);
+        }
+        assert_eq!(rx.finish(b'f', ms(1000)).expected, 14);
     }
 }
