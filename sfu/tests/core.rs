@@ -155,6 +155,40 @@ fn a_late_joiner_gets_existing_tracks_and_a_keyframe_to_start_with() {
 }
 
 #[test]
+fn a_joiner_publishing_two_tracks_costs_everyone_else_one_renegotiation() {
+    let mut world = World::new();
+    let a = world.join("room-1", true, true);
+    let b = world.join("room-1", true, true);
+    world.connect_all();
+    world.run(Duration::from_millis(300), 100);
+    let offers_to = |world: &World, index: usize| {
+        let id = world.clients[index].id;
+        world
+            .events
+            .iter()
+            .filter(|e| matches!(e, SfuEvent::SubscriberOffer { participant_id, .. } if *participant_id == id))
+            .count()
+    };
+    let before = (offers_to(&world, a), offers_to(&world, b));
+    // C publishes a microphone and a camera in one offer.
+    let c = world.join("room-1", true, true);
+    world.connect_all();
+    world.run(Duration::from_millis(300), 100);
+    assert_eq!(
+        (offers_to(&world, a), offers_to(&world, b)),
+        (before.0 + 1, before.1 + 1),
+        "one offer each carries both of C's tracks"
+    );
+    // C's video reaches A and B through it, and A's reaches C.
+    for (subscriber, publisher) in [(a, c), (b, c), (c, a)] {
+        assert!(
+            !video_from(&world, subscriber, publisher).is_empty(),
+            "{subscriber} gets {publisher}'s video"
+        );
+    }
+}
+
+#[test]
 fn simulcast_switches_layers_without_a_gap_and_asks_for_a_keyframe() {
     let mut world = World::new();
     let a = world.join("room-1", true, true);

@@ -368,6 +368,10 @@ pub struct Sfu {
     timeouts: BinaryHeap<Reverse<(Instant, PeerKey)>>,
     /// Reused buffer of the peers due in one `handle_timeout`.
     due: Vec<PeerKey>,
+    /// Subscribers whose subscriptions changed during this input, in order:
+    /// each gets one offer when the input's events are all handled (see
+    /// [`Sfu::renegotiate`]).
+    offers_due: Vec<ParticipantId>,
 }
 
 impl Sfu {
@@ -392,6 +396,7 @@ impl Sfu {
             scratch: Vec::new(),
             timeouts: BinaryHeap::new(),
             due: Vec::new(),
+            offers_due: Vec::new(),
         }
     }
 
@@ -625,18 +630,18 @@ impl Sfu {
         let answer = match answer {
             Ok(answer) => answer,
             Err(err) => {
-                self.remove_participant(now, pid, None);
+                self.remove_participant(pid, None);
                 return Err(err);
             }
         };
         let subscriber_offer = match self.make_subscriber_offer(now, pid, Some(first_line)) {
             Ok(Some(offer)) => offer,
             Ok(None) => {
-                self.remove_participant(now, pid, None);
+                self.remove_participant(pid, None);
                 return Err(SfuError::SessionFailed);
             }
             Err(err) => {
-                self.remove_participant(now, pid, None);
+                self.remove_participant(pid, None);
                 return Err(err);
             }
         };
@@ -739,7 +744,7 @@ impl Sfu {
             Ok(())
         });
         self.select_layers(now, pid);
-        self.renegotiate(now, pid);
+        self.renegotiate(pid);
         self.process(now);
         Ok(())
     }
@@ -874,7 +879,7 @@ impl Sfu {
         if !self.participants.contains_key(&pid) {
             return Err(SfuError::UnknownParticipant);
         }
-        self.remove_participant(now, pid, None);
+        self.remove_participant(pid, None);
         self.process(now);
         Ok(())
     }
@@ -963,13 +968,13 @@ impl Sfu {
             Ok(Err(err)) => {
                 let participant = peer.participant;
                 tracing::warn!(%participant, error = %err, "session failed");
-                self.fail_participant(now, participant, format!("media error: {err}"));
+                self.fail_participant(participant, format!("media error: {err}"));
                 Err(SfuError::SessionFailed)
             }
             Err(_) => {
                 let participant = peer.participant;
                 tracing::error!(%participant, "str0m panicked; closing this session only");
-                self.fail_participant(now, participant, "internal error".to_owned());
+                self.fail_participant(participant, "internal error".to_owned());
                 Err(SfuError::SessionFailed)
             }
         }
@@ -998,13 +1003,34 @@ impl Sfu {
         });
     }
 
-    fn fail_participant(&mut self, now: Instant, pid: ParticipantId, reason: String) {
+    fn fail_participant(&mut self, pid: ParticipantId, reason: String) {
         self.stats.sessions_failed += 1;
-        self.remove_participant(now, pid, Some(reason));
+        self.remove_participant(pid, Some(reason));
     }
 
-    /// Handle every queued `Rtc` event (handling one may queue more).
+    /// Handle every queued `Rtc` event (handling one may queue more), then
+    /// make the subscriber offers the changes asked for.
     fn process(&mut self, now: Instant) {
+        loop {
+            self.handle_rtc_events(now);
+            if self.offers_due.is_empty() {
+                return;
+            }
+            for pid in std::mem::take(&mut self.offers_due) {
+                if let Ok(Some(offer)) = self.make_subscriber_offer(now, pid, None)
+                    && let Some(p) = self.participants.get(&pid)
+                {
+                    self.events.push_back(SfuEvent::SubscriberOffer {
+                        room: p.room.clone(),
+                        participant_id: pid,
+                        offer,
+                    });
+                }
+            }
+        }
+    }
+
+    fn handle_rtc_events(&mut self, now: Instant) {
         while let Some((key, event)) = self.rtc_events.pop_front() {
             let Some(peer) = self.peers.get(&key) else {
                 continue;
@@ -1022,12 +1048,12 @@ impl Sfu {
                             layers.into_iter().map(|l| l.rid).collect()
                         })
                         .unwrap_or_default();
-                    self.publish_track(now, pid, added.mid, added.kind, rids);
+                    self.publish_track(pid, added.mid, added.kind, rids);
                 }
                 (PeerRole::Publisher, Event::MediaChanged(changed))
                     if !changed.direction.is_receiving() =>
                 {
-                    self.unpublish_track(now, pid, changed.mid);
+                    self.unpublish_track(pid, changed.mid);
                 }
                 (PeerRole::Publisher, Event::ChannelOpen(id, label)) => {
                     if let Some(p) = self.participants.get_mut(&pid) {
@@ -1076,7 +1102,7 @@ impl Sfu {
                     self.ice_state(pid, role, state, now)
                 }
                 (_, Event::Closed) => {
-                    self.fail_participant(now, pid, "the client closed the connection".into())
+                    self.fail_participant(pid, "the client closed the connection".into())
                 }
                 _ => {}
             }
@@ -1113,14 +1139,7 @@ impl Sfu {
         }
     }
 
-    fn publish_track(
-        &mut self,
-        now: Instant,
-        pid: ParticipantId,
-        mid: Mid,
-        kind: MediaKind,
-        mut rids: Vec<Rid>,
-    ) {
+    fn publish_track(&mut self, pid: ParticipantId, mid: Mid, kind: MediaKind, mut rids: Vec<Rid>) {
         let Some(participant) = self.participants.get_mut(&pid) else {
             return;
         };
@@ -1195,11 +1214,11 @@ impl Sfu {
         self.events
             .push_back(SfuEvent::TrackPublished { room, track: info });
         for other in others {
-            self.renegotiate(now, other);
+            self.renegotiate(other);
         }
     }
 
-    fn unpublish_track(&mut self, now: Instant, pid: ParticipantId, mid: Mid) {
+    fn unpublish_track(&mut self, pid: ParticipantId, mid: Mid) {
         let Some(track_id) = self
             .participants
             .get_mut(&pid)
@@ -1210,11 +1229,11 @@ impl Sfu {
         if let Some(p) = self.participants.get_mut(&pid) {
             p.ssrc_routes.retain(|_, (t, _)| *t != track_id);
         }
-        self.drop_track(now, track_id);
+        self.drop_track(track_id);
     }
 
     /// A published track is gone: tell the room and stop it at every subscriber.
-    fn drop_track(&mut self, now: Instant, track_id: TrackId) {
+    fn drop_track(&mut self, track_id: TrackId) {
         let Some(track) = self.tracks.remove(&track_id) else {
             return;
         };
@@ -1243,21 +1262,21 @@ impl Sfu {
             if remove_now {
                 p.subscriptions.remove(&track_id);
             }
-            self.renegotiate(now, sub_id);
+            self.renegotiate(sub_id);
         }
     }
 
-    /// Make a new subscriber offer if something changed and no offer is
+    /// Ask for a new subscriber offer if something changed and no offer is
     /// outstanding; it goes to the client through signaling as an event.
-    fn renegotiate(&mut self, now: Instant, pid: ParticipantId) {
-        if let Ok(Some(offer)) = self.make_subscriber_offer(now, pid, None)
-            && let Some(p) = self.participants.get(&pid)
-        {
-            self.events.push_back(SfuEvent::SubscriberOffer {
-                room: p.room.clone(),
-                participant_id: pid,
-                offer,
-            });
+    ///
+    /// The offer is made once the current input is handled, not here: a
+    /// joiner's microphone and camera are published one after the other, and
+    /// an offer made at once for the first would be outstanding when the
+    /// second comes, so every other participant would negotiate twice per
+    /// joiner. SDP is most of what a join costs the core (`join_bench`).
+    fn renegotiate(&mut self, pid: ParticipantId) {
+        if !self.offers_due.contains(&pid) {
+            self.offers_due.push(pid);
         }
     }
 
@@ -1335,7 +1354,7 @@ impl Sfu {
         let applied = match outcome {
             Ok(applied) => applied,
             Err(_) => {
-                self.fail_participant(now, pid, "internal error".to_owned());
+                self.fail_participant(pid, "internal error".to_owned());
                 return Err(SfuError::SessionFailed);
             }
         };
@@ -1874,7 +1893,7 @@ impl Sfu {
             .map(|p| p.id)
             .collect();
         for pid in expired {
-            self.fail_participant(now, pid, "media connection lost".into());
+            self.fail_participant(pid, "media connection lost".into());
         }
         let dead: Vec<ParticipantId> = self
             .peers
@@ -1884,7 +1903,7 @@ impl Sfu {
             .collect();
         for pid in dead {
             if self.participants.contains_key(&pid) {
-                self.fail_participant(now, pid, "media connection closed".into());
+                self.fail_participant(pid, "media connection closed".into());
             }
         }
         self.process(now);
@@ -1951,7 +1970,7 @@ impl Sfu {
 
     /// Remove a participant and everything that hangs off it. With a `reason`,
     /// the SFU decided (failure or timeout) and signaling is told.
-    fn remove_participant(&mut self, now: Instant, pid: ParticipantId, reason: Option<String>) {
+    fn remove_participant(&mut self, pid: ParticipantId, reason: Option<String>) {
         let Some(participant) = self.participants.remove(&pid) else {
             return;
         };
@@ -1975,7 +1994,7 @@ impl Sfu {
         let mut published: Vec<TrackId> = participant.published.into_values().collect();
         published.sort();
         for track_id in published {
-            self.drop_track(now, track_id);
+            self.drop_track(track_id);
         }
         if self
             .rooms

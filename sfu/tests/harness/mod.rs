@@ -76,6 +76,9 @@ pub struct World {
     /// With `timing`, the thread CPU time spent inside the SFU core's inputs.
     pub timing: bool,
     pub sfu_cpu: Duration,
+    /// With `timing`, the thread CPU time spent in the SFU's session calls
+    /// (`create_session`, `subscriber_answer`): SDP work, not media.
+    pub control_cpu: Duration,
     /// Publishers pause the video layers the SFU says nobody wants, as the web
     /// client does. Off by default, so that benchmarks keep the fixed load of
     /// a publisher sending every layer.
@@ -110,6 +113,7 @@ impl World {
             lean_received: 0,
             timing: false,
             sfu_cpu: Duration::ZERO,
+            control_cpu: Duration::ZERO,
             dynacast: false,
             room_channel: true,
         }
@@ -174,6 +178,7 @@ impl World {
                 source: TrackSource::Camera,
             });
         }
+        let started = self.timing.then(thread_cpu);
         let created = self
             .sfu
             .create_session(
@@ -188,6 +193,9 @@ impl World {
                 },
             )
             .expect("session created");
+        if let Some(started) = started {
+            self.control_cpu += thread_cpu().saturating_sub(started);
+        }
         publisher
             .sdp_api()
             .accept_answer(
@@ -231,9 +239,14 @@ impl World {
             .accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap())
             .unwrap();
         let id = client.id;
+        let answer = answer.to_sdp_string();
+        let started = self.timing.then(thread_cpu);
         self.sfu
-            .subscriber_answer(self.now, id, &answer.to_sdp_string())
+            .subscriber_answer(self.now, id, &answer)
             .expect("answer accepted");
+        if let Some(started) = started {
+            self.control_cpu += thread_cpu().saturating_sub(started);
+        }
     }
 
     fn chance(&mut self) -> f64 {
