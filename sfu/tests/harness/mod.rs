@@ -178,24 +178,18 @@ impl World {
                 source: TrackSource::Camera,
             });
         }
-        let started = self.timing.then(thread_cpu);
-        let created = self
-            .sfu
-            .create_session(
-                self.now,
-                CreateSession {
-                    room: RoomId::parse(room).unwrap(),
-                    participant: id,
-                    publisher_offer: offer.to_sdp_string(),
-                    tracks,
-                    auto_subscribe: true,
-                    data_channel: self.room_channel,
-                },
-            )
-            .expect("session created");
-        if let Some(started) = started {
-            self.control_cpu += thread_cpu().saturating_sub(started);
-        }
+        let request = CreateSession {
+            room: RoomId::parse(room).unwrap(),
+            participant: id,
+            publisher_offer: offer.to_sdp_string(),
+            tracks,
+            auto_subscribe: true,
+            data_channel: self.room_channel,
+        };
+        let created = timed(self.timing, &mut self.control_cpu, || {
+            self.sfu.create_session(self.now, request)
+        })
+        .expect("session created");
         publisher
             .sdp_api()
             .accept_answer(
@@ -240,13 +234,10 @@ impl World {
             .unwrap();
         let id = client.id;
         let answer = answer.to_sdp_string();
-        let started = self.timing.then(thread_cpu);
-        self.sfu
-            .subscriber_answer(self.now, id, &answer)
-            .expect("answer accepted");
-        if let Some(started) = started {
-            self.control_cpu += thread_cpu().saturating_sub(started);
-        }
+        timed(self.timing, &mut self.control_cpu, || {
+            self.sfu.subscriber_answer(self.now, id, &answer)
+        })
+        .expect("answer accepted");
     }
 
     fn chance(&mut self) -> f64 {
@@ -309,11 +300,9 @@ impl World {
             handle_client_event(client, subscriber, event);
         }
         for datagram in out {
-            let started = self.timing.then(thread_cpu);
-            self.sfu.handle_datagram(now, local, &datagram);
-            if let Some(started) = started {
-                self.sfu_cpu += thread_cpu().saturating_sub(started);
-            }
+            timed(self.timing, &mut self.sfu_cpu, || {
+                self.sfu.handle_datagram(now, local, &datagram)
+            });
         }
         self.deliver();
     }
@@ -387,11 +376,9 @@ impl World {
             self.pump_client(index, false, None);
             self.pump_client(index, true, None);
         }
-        let started = self.timing.then(thread_cpu);
-        self.sfu.handle_timeout(self.now);
-        if let Some(started) = started {
-            self.sfu_cpu += thread_cpu().saturating_sub(started);
-        }
+        timed(self.timing, &mut self.sfu_cpu, || {
+            self.sfu.handle_timeout(self.now)
+        });
         self.deliver();
     }
 
@@ -518,6 +505,16 @@ impl World {
     pub fn find(&self, id: ParticipantId) -> usize {
         self.clients.iter().position(|c| c.id == id).unwrap()
     }
+}
+
+/// Run `f`, adding the thread CPU time it used to `total` when `on`.
+fn timed<T>(on: bool, total: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let started = on.then(thread_cpu);
+    let out = f();
+    if let Some(started) = started {
+        *total += thread_cpu().saturating_sub(started);
+    }
+    out
 }
 
 /// CPU time this thread has used.
