@@ -32,7 +32,7 @@ pub fn handler(db: Db) -> Handler {
     Arc::new(move |event: EventEnvelope| {
         let db = db.clone();
         Box::pin(async move {
-            let mut tx = db.pool().begin().await.map_err(retry)?;
+            let mut tx = db.begin().await.map_err(retry)?;
             let now = chrono::Utc::now().timestamp_millis();
             if !claim_event(&mut tx, event.id, now).await.map_err(retry)? {
                 return Ok(());

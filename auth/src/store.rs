@@ -293,7 +293,7 @@ impl Store {
         verification: &NewOneTimeToken,
         events: &[OutboxEvent],
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, display_name, password_hash, email_verified_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -349,7 +349,7 @@ impl Store {
         now: Millis,
         events: &[OutboxEvent],
     ) -> StoreResult<Vec<Uuid>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
             .bind(password_hash)
             .bind(now)
@@ -377,7 +377,7 @@ impl Store {
         now: Millis,
         events: &[OutboxEvent],
     ) -> StoreResult<Option<Vec<Uuid>>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let emptied = sqlx::query(
             "UPDATE users SET deleted_at = $1, email = 'deleted:' || id, display_name = '', \
              password_hash = '', email_verified_at = NULL, updated_at = $1 \
@@ -466,7 +466,7 @@ impl Store {
         events: impl FnOnce(&UserRecord, &OidcOutcome) -> Vec<OutboxEvent>,
     ) -> StoreResult<(UserRecord, OidcOutcome)> {
         let now = login.now;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let known = sqlx::query(
             "UPDATE user_identities SET last_login_at = $1 \
              WHERE provider = $2 AND subject = $3 RETURNING user_id",
@@ -578,7 +578,7 @@ impl Store {
         presented_hash: &str,
         now: Millis,
     ) -> StoreResult<Option<UserRecord>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let Some(user_id) =
             consume_one_time(&mut tx, presented_hash, Purpose::OAuthLogin, now).await?
         else {
@@ -615,7 +615,7 @@ impl Store {
     }
 
     pub async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -647,7 +647,7 @@ impl Store {
         new_expires_at: Millis,
         now: Millis,
     ) -> StoreResult<Rotation> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         // Claim the token first: of two concurrent uses exactly one wins, and the
         // write takes SQLite's lock before any read.
         let claimed = sqlx::query(
@@ -726,7 +726,7 @@ impl Store {
         reason: RevokeReason,
         now: Millis,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let revoked = revoke_session(&mut tx, session_id, reason, now).await?;
         tx.commit().await?;
         Ok(revoked)
@@ -739,7 +739,7 @@ impl Store {
         reason: RevokeReason,
         now: Millis,
     ) -> StoreResult<Vec<Uuid>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let ids = revoke_user_sessions(&mut tx, user_id, None, reason, now).await?;
         tx.commit().await?;
         Ok(ids)
@@ -840,7 +840,7 @@ impl Store {
         token: &NewOneTimeToken,
         events: &[OutboxEvent],
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         insert_one_time(&mut tx, token).await?;
         for event in events {
             insert_outbox(&mut tx, event, token.now).await?;
@@ -856,7 +856,7 @@ impl Store {
         now: Millis,
         events: impl FnOnce(&UserRecord) -> Vec<OutboxEvent>,
     ) -> StoreResult<Option<UserRecord>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let Some(user_id) =
             consume_one_time(&mut tx, presented_hash, Purpose::VerifyEmail, now).await?
         else {
@@ -887,7 +887,7 @@ impl Store {
         now: Millis,
         events: impl FnOnce(&UserRecord) -> Vec<OutboxEvent>,
     ) -> StoreResult<Option<(UserRecord, Vec<Uuid>)>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let Some(user_id) =
             consume_one_time(&mut tx, presented_hash, Purpose::ResetPassword, now).await?
         else {
@@ -923,7 +923,7 @@ impl Store {
     // --- outbox -------------------------------------------------------------------------
 
     pub async fn append_outbox(&self, event: &OutboxEvent, now: Millis) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         insert_outbox(&mut tx, event, now).await?;
         tx.commit().await?;
         Ok(())
@@ -959,7 +959,7 @@ impl Store {
         key: &KeyRecord,
         retire_others_at: Millis,
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL OR retire_at > $1",
         )

@@ -33,7 +33,7 @@ pub fn handler(db: Db, config: Arc<Config>, wake: Wake, alerts: Alerts) -> Handl
         let alerts = alerts.clone();
         Box::pin(async move {
             let retry = |err: sqlx::Error| HandlerError::Retry(err.to_string());
-            let mut tx = db.pool().begin().await.map_err(retry)?;
+            let mut tx = db.begin().await.map_err(retry)?;
             let now = Utc::now();
             if !claim_event(&mut tx, event.id, now.timestamp_millis())
                 .await

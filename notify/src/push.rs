@@ -205,7 +205,7 @@ async fn subscribe(
         .map_err(|err| ApiError::new(ErrorCode::InvalidPushSubscription, err.to_string()))?;
     let me = user.user_id().to_string();
     let now = now_ms();
-    let mut tx = state.db.pool().begin().await.map_err(db_error)?;
+    let mut tx = state.db.begin().await.map_err(db_error)?;
     let existing = sqlx::query("SELECT id, created_at FROM push_subscriptions WHERE endpoint = $1")
         .bind(endpoint.as_str())
         .fetch_optional(&mut *tx)
@@ -278,7 +278,7 @@ async fn unsubscribe(
     Path(id): Path<uuid::Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let id = id.to_string();
-    let mut tx = state.db.pool().begin().await.map_err(db_error)?;
+    let mut tx = state.db.begin().await.map_err(db_error)?;
     let gone = sqlx::query("DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2")
         .bind(&id)
         .bind(user.user_id().to_string())
@@ -542,7 +542,7 @@ pub async fn send_due(db: &Db, pusher: &Pusher, config: &Config) -> Result<usize
             }
             Outcome::Gone => {
                 tracing::info!(push = %id, %subscription, "push subscription gone; removed");
-                let mut tx = db.pool().begin().await?;
+                let mut tx = db.begin().await?;
                 sqlx::query(
                     "DELETE FROM push_queue WHERE subscription_id = $1 AND sent_at IS NULL",
                 )
@@ -587,7 +587,7 @@ async fn dead_letter(
     message: &str,
 ) -> Result<(), sqlx::Error> {
     tracing::error!(push = %id, %message, attempts, "push message dead-lettered");
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE push_queue SET failed_at = $1, last_error = $2, payload = '' WHERE id = $3",
     )

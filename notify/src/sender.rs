@@ -148,7 +148,7 @@ pub async fn send_due(db: &Db, mailer: &Mailer, config: &Config) -> Result<usize
                 let message = err.to_string();
                 if permanent || attempts >= config.max_attempts {
                     tracing::error!(mail = %id, %kind, %message, attempts, "email dead-lettered");
-                    let mut tx = db.pool().begin().await?;
+                    let mut tx = db.begin().await?;
                     sqlx::query(
                         "UPDATE mail_queue SET failed_at = $1, last_error = $2 WHERE id = $3",
                     )

@@ -99,6 +99,21 @@ impl Db {
         self.backend
     }
 
+    /// Begin a transaction that may write.
+    ///
+    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), waiting out the
+    /// busy timeout for it. A plain `BEGIN` defers that to the first write, and a
+    /// transaction that has read before its first write cannot wait then: if another
+    /// connection wrote meanwhile, its snapshot is stale and SQLite fails it at once
+    /// with `SQLITE_BUSY` (an endpoint answered 503 for it under concurrent writes).
+    /// PostgreSQL's `BEGIN` already lets writers wait on each other.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            DbBackend::Postgres => self.pool.begin().await,
+            DbBackend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
+    }
+
     /// Apply the service's migrations: each backend has its own folder because the
     /// two SQL dialects differ in types.
     pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), StartError> {

@@ -62,7 +62,7 @@ pub async fn write_lobby_waiting(
     user_id: Option<proto::ids::UserId>,
     display_name: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     write(
         &mut tx,
         &event(

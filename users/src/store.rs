@@ -177,7 +177,7 @@ impl Store {
             .transpose()?;
         // The update writes first (SQLite takes its write lock up front); the event
         // goes out with it or not at all.
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "UPDATE profiles SET \
                display_name = COALESCE($2, display_name), \
@@ -226,7 +226,7 @@ impl Store {
         images: &[(u32, AvatarImage)],
         now: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         // Write first, so SQLite takes its write lock up front.
         sqlx::query("UPDATE profiles SET avatar_version = $2, updated_at = $3 WHERE user_id = $1")
             .bind(user.to_string())
@@ -255,7 +255,7 @@ impl Store {
 
     /// Remove the avatar; the generated one is served again.
     pub async fn delete_avatar(&self, user: UserId, now: i64) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "UPDATE profiles SET avatar_version = NULL, updated_at = $2 WHERE user_id = $1",
         )
@@ -280,7 +280,7 @@ impl Store {
         display_name: &DisplayName,
         now: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         // The claim writes first, so SQLite takes its write lock up front.
         if !servicekit::bus::claim_event(&mut tx, event, now).await? {
             return Ok(false);
@@ -306,7 +306,7 @@ impl Store {
     /// `user.deleted`: remove the profile and its avatar images and remember the
     /// account as deleted (so nothing re-creates the profile), once per event.
     pub async fn apply_deleted(&self, event: EventId, user: UserId, now: i64) -> StoreResult<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         if !servicekit::bus::claim_event(&mut tx, event, now).await? {
             return Ok(false);
         }

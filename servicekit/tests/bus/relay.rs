@@ -44,7 +44,7 @@ fn effect_handler(db: Db, rec: Recorder) -> Handler {
         let inner = inner.clone();
         Box::pin(async move {
             let retry = |e: sqlx::Error| HandlerError::Retry(e.to_string());
-            let mut tx = db.pool().begin().await.map_err(retry)?;
+            let mut tx = db.begin().await.map_err(retry)?;
             if claim_event(&mut tx, event.id, 1).await.map_err(retry)? {
                 sqlx::query("INSERT INTO effects (event_id, kind) VALUES ($1, $2)")
                     .bind(event.id.to_string())

@@ -84,7 +84,7 @@ pub async fn insert(
     record: &MeetingRecord,
     events: &[MeetingEvent],
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO meetings (id, code, host_id, title, kind, status, starts_at, ends_at, \
          duration_minutes, time_zone, settings, started_at, ended_at, created_at, updated_at, \
@@ -147,7 +147,7 @@ pub async fn update(
     record: &MeetingRecord,
     events: &[MeetingEvent],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE meetings SET title = $2, status = $3, starts_at = $4, ends_at = $5, \
          duration_minutes = $6, time_zone = $7, settings = $8, started_at = $9, ended_at = $10, \
@@ -270,7 +270,7 @@ pub async fn participant_joined(
     display_name: &str,
     at_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO meeting_attendance (participant_id, meeting_id, user_id, display_name, joined_at) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -325,7 +325,7 @@ pub async fn participant_left(
     room_empty: bool,
     at_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let updated = sqlx::query(
         "UPDATE meeting_attendance SET left_at = $2 WHERE participant_id = $1 AND left_at IS NULL",
     )
@@ -350,7 +350,7 @@ pub async fn participant_left(
 
 /// The host ended the meeting for everyone.
 pub async fn ended_by_host(db: &Db, meeting: MeetingId, at_ms: i64) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE meeting_attendance SET left_at = $2 WHERE meeting_id = $1 AND left_at IS NULL",
     )

@@ -53,7 +53,7 @@ async fn quality_samples_go_to_the_outbox_on_postgres() {
 
 /// One committed meeting change for `meeting`.
 async fn change(db: &servicekit::backends::Db, meeting: MeetingId) -> i64 {
-    let mut tx = db.pool().begin().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
     let seq = signaling::outbox::write(
         &mut tx,
         &signaling::outbox::event(meeting, MeetingEventBody::Started {}),
@@ -76,7 +76,7 @@ async fn meeting_changes_are_numbered_per_meeting_without_gaps_and_the_relay_sen
     }
     assert_eq!(seqs, [1, 1, 2, 3, 2]);
     // A change rolled back takes its number with it: no hole.
-    let mut tx = db.pool().begin().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
     signaling::outbox::write(
         &mut tx,
         &signaling::outbox::event(a, MeetingEventBody::Ended {}),
