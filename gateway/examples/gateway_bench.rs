@@ -2,7 +2,7 @@
 //! service directly, in one run on one machine.
 //!
 //! ```sh
-//! cargo run --release -p gateway --example bench -- [seconds per scenario] [concurrency] [only]
+//! cargo run --release -p gateway --example gateway_bench -- [seconds per scenario] [concurrency] [only]
 //! ```
 //!
 //! Scenarios (each after a 1 s warm-up):

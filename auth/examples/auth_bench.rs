@@ -1,7 +1,7 @@
 //! Sign-in throughput and latency, at saturation and at twice that rate.
 //!
 //! ```sh
-//! cargo run --release -p auth --example bench -- [seconds per phase, default 15]
+//! cargo run --release -p auth --example auth_bench -- [seconds per phase, default 15]
 //! ```
 //!
 //! Starts the real auth service in this process (PostgreSQL at `TEST_DATABASE_URL`
