@@ -3,8 +3,9 @@
 //! renegotiation every participant already in the room gets) and the core's
 //! input work until everyone is connected again. str0m clients wired to the
 //! core in memory on a virtual clock (the test harness), every participant
-//! publishing Opus and three simulcast layers, receivers declining the room
-//! data channel as the browser client does.
+//! publishing Opus and three simulcast VP8 layers, offering every VP8, H.264
+//! and VP9 configuration and declining the room data channel as a browser
+//! running the web client does.
 //!
 //! ```text
 //! cargo run --release -p sfu --example join_bench -- [participants]

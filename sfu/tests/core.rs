@@ -108,6 +108,44 @@ fn two_participants_receive_each_others_audio_and_video() {
     assert_eq!(world.sfu.stats().sessions_failed, 0);
 }
 
+/// Browsers offer many H.264 and VP9 configurations; the SFU negotiates one of each,
+/// so a subscriber's m-lines stay short (each join renegotiates every one of them),
+/// and what a publisher sends in it reaches subscribers, a late joiner included.
+#[test]
+fn h264_and_vp9_publishers_reach_subscribers_in_the_one_configuration_negotiated() {
+    use str0m::format::Codec;
+    for (codec, name) in [(Codec::H264, "H264/90000"), (Codec::Vp9, "VP9/90000")] {
+        let mut world = World::new();
+        world.video_codec = codec;
+        let a = world.join("room-1", true, false);
+        let b = world.join("room-1", true, false);
+        world.connect_all();
+        world.run(Duration::from_secs(2), 30);
+        let late = world.join("room-1", false, false);
+        world.connect_all();
+        world.run(Duration::from_secs(2), 30);
+
+        for (subscriber, publisher) in [(a, b), (b, a), (late, a)] {
+            let video = video_from(&world, subscriber, publisher);
+            assert!(
+                video.len() > 100,
+                "{name}: subscriber {subscriber} got {} video packets",
+                video.len()
+            );
+            assert_contiguous(&video);
+        }
+        let offer = world.clients[late].subscriber_sdps.last().unwrap();
+        let video_mlines = offer.matches("m=video").count();
+        assert!(video_mlines >= 2, "{offer}");
+        assert_eq!(
+            offer.matches(name).count(),
+            video_mlines,
+            "{name}: one configuration per video m-line\n{offer}"
+        );
+        assert_eq!(world.sfu.stats().sessions_failed, 0);
+    }
+}
+
 /// Every packet the core writes to a subscriber leaves within a step: none
 /// waits on a session timer that was never scheduled. (The core once kept a
 /// session's wake-up only when str0m named a new instant; one asked for again

@@ -898,12 +898,8 @@ impl Sfu {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds.clone())
             .set_stats_interval(Some(QUALITY_EVERY))
-            .set_crypto_provider(self.crypto.clone())
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
-            .enable_vp9(true);
+            .set_crypto_provider(self.crypto.clone());
+        media_codecs(config.codec_config());
         if role == PeerRole::Subscriber {
             config = config
                 .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
@@ -2109,6 +2105,39 @@ fn new_subscription(track: &Track) -> Subscription {
         pt_map: Vec::new(),
         out_ssrc: None,
     }
+}
+
+/// The codecs every connection negotiates: one configuration per codec, the one
+/// every browser that has the codec can send and decode.
+///
+/// str0m's defaults list seven H.264 profiles and two VP9 profiles, each with its
+/// RTX twin: 20 payload types on every video m-line. A subscriber connection in a
+/// 25-person meeting has ~50 m-lines and is renegotiated at each join, and most
+/// of a renegotiation's cost is writing and parsing those lines (see
+/// `docs/benchmarks/sfu-join.md`). Browsers publish VP8 first; Safari and
+/// Firefox's H.264 is Constrained Baseline with packetization mode 1, which
+/// Chrome offers too; VP9 profile 2 is 10-bit and rarely sent. Forwarding needs
+/// the subscriber to take the very configuration the publisher sends, so a
+/// single shared list keeps both sides matching.
+fn media_codecs(codecs: &mut str0m::format::CodecConfig) {
+    use str0m::format::FormatParams;
+    use str0m::media::Frequency;
+    codecs.clear();
+    codecs.enable_opus(true, false);
+    codecs.enable_vp8(true);
+    // Constrained Baseline, level 3.1, packetization mode 1 (str0m's 108/109).
+    codecs.add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+    codecs.add_config(
+        98.into(),
+        Some(99.into()),
+        Codec::Vp9,
+        Frequency::NINETY_KHZ,
+        None,
+        FormatParams {
+            profile_id: Some(0),
+            ..Default::default()
+        },
+    );
 }
 
 /// The subscriber-side payload type for the codec the publisher used.

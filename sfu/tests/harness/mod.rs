@@ -44,6 +44,8 @@ pub struct Client {
     pub video_mid: Option<Mid>,
     pub audio_mid: Option<Mid>,
     pub simulcast: bool,
+    /// The video codec this client publishes and receives.
+    pub video_codec: Codec,
     /// The video layers the SFU last asked this publisher to send
     /// (`PublisherLayers`); `None`: never asked, every layer goes.
     pub video_layers: Option<Vec<Layer>>,
@@ -86,6 +88,9 @@ pub struct World {
     /// Clients joining from now on ask for the room data channel on their
     /// subscriber connection (on by default; the browser client declines it).
     pub room_channel: bool,
+    /// The video codec clients joining from now on publish (VP8 by default).
+    /// Like browsers, every client offers all of VP8, H.264 and VP9.
+    pub video_codec: Codec,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -116,15 +121,20 @@ impl World {
             control_cpu: Duration::ZERO,
             dynacast: false,
             room_channel: true,
+            video_codec: Codec::Vp8,
         }
     }
 
     fn client_rtc(&self, addr: SocketAddr) -> Rtc {
+        // What a browser offers: Opus, and every VP8, H.264 and VP9 configuration
+        // (str0m's defaults mirror Chrome's list).
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
             .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         rtc
@@ -207,6 +217,7 @@ impl World {
             video_mid,
             audio_mid,
             simulcast,
+            video_codec: self.video_codec,
             video_layers: None,
             seq: HashMap::new(),
             subscribed: HashMap::new(),
@@ -455,9 +466,20 @@ impl World {
         if !client.publisher.is_connected() {
             return;
         }
-        let Some(pt) = pt_of(&client.publisher, Codec::Vp8) else {
+        // The configuration the SFU's answer took, not merely the first offered.
+        let Some(pt) = client.publisher.media(mid).and_then(|media| {
+            let accepted = media.remote_pts();
+            client
+                .publisher
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == client.video_codec && accepted.contains(&p.pt()))
+                .map(|p| p.pt())
+        }) else {
             return;
         };
+        let codec = client.video_codec;
         let mut rids: Vec<Option<Rid>> = if client.simulcast {
             vec![
                 Some(Rid::from("q")),
@@ -480,11 +502,19 @@ impl World {
         for rid in rids {
             for part in 0..3u8 {
                 let seq = next_seq(&mut self.clients[index], mid, rid);
-                // VP8 descriptor: S bit on the first packet; payload header P=0 on keyframes.
-                let mut payload = vec![
-                    if part == 0 { 0x10 } else { 0x00 },
-                    if keyframe { 0x00 } else { 0x01 },
-                ];
+                let mut payload = match codec {
+                    // One NAL unit a packet: IDR slices (5) on keyframes, else non-IDR (1).
+                    Codec::H264 => vec![if keyframe { 0x65 } else { 0x41 }],
+                    // VP9 descriptor: B on the first packet, P (0x40) on inter frames.
+                    Codec::Vp9 => {
+                        vec![(if part == 0 { 0x08 } else { 0 }) | (if keyframe { 0 } else { 0x40 })]
+                    }
+                    // VP8 descriptor: S bit on the first packet; payload header P=0 on keyframes.
+                    _ => vec![
+                        if part == 0 { 0x10 } else { 0x00 },
+                        if keyframe { 0x00 } else { 0x01 },
+                    ],
+                };
                 payload.extend_from_slice(&[part; 300]);
                 // The layer is visible in the payload so tests can tell what arrived.
                 payload.push(rid.map(|r| r.as_bytes()[0]).unwrap_or(b'-'));
