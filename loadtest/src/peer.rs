@@ -195,11 +195,16 @@ impl Participant {
         let sub_addr = sub_socket.local_addr()?;
         let now = Instant::now();
         let build = |addr, stats: Option<Duration>| {
+            // Offer what a browser offers (str0m's defaults mirror Chrome's list:
+            // VP8, seven H.264 and two VP9 configurations), so that the SDP the
+            // server writes and parses at every join is a browser's; send VP8.
             let mut rtc = Rtc::builder()
                 .set_rtp_mode(true)
                 .clear_codecs()
                 .enable_opus(true, false)
                 .enable_vp8(true)
+                .enable_h264(true)
+                .enable_vp9(true)
                 .set_send_buffer_video(2000)
                 .set_stats_interval(stats)
                 .build(now);
