@@ -110,7 +110,8 @@ fn two_participants_receive_each_others_audio_and_video() {
 
 /// Browsers offer many H.264 and VP9 configurations; the SFU negotiates one of each,
 /// so a subscriber's m-lines stay short (each join renegotiates every one of them),
-/// and what a publisher sends in it reaches subscribers, a late joiner included.
+/// and what a publisher sends in it reaches subscribers, a late joiner included
+/// (whose first packets wait for a keyframe the core must recognise in that codec).
 #[test]
 fn h264_and_vp9_publishers_reach_subscribers_in_the_one_configuration_negotiated() {
     use str0m::format::Codec;

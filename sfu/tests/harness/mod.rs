@@ -44,7 +44,7 @@ pub struct Client {
     pub video_mid: Option<Mid>,
     pub audio_mid: Option<Mid>,
     pub simulcast: bool,
-    /// The video codec this client publishes and receives.
+    /// The video codec this client publishes.
     pub video_codec: Codec,
     /// The video layers the SFU last asked this publisher to send
     /// (`PublisherLayers`); `None`: never asked, every layer goes.
