@@ -439,7 +439,7 @@ impl World {
         if !client.publisher.is_connected() {
             return;
         }
-        let Some(pt) = pt_of(&client.publisher, Codec::Opus) else {
+        let Some(pt) = pt_of(&client.publisher, mid, Codec::Opus) else {
             return;
         };
         let seq = next_seq(client, mid, None);
@@ -466,17 +466,7 @@ impl World {
         if !client.publisher.is_connected() {
             return;
         }
-        // The configuration the SFU's answer took, not merely the first offered.
-        let Some(pt) = client.publisher.media(mid).and_then(|media| {
-            let accepted = media.remote_pts();
-            client
-                .publisher
-                .codec_config()
-                .params()
-                .iter()
-                .find(|p| p.spec().codec == client.video_codec && accepted.contains(&p.pt()))
-                .map(|p| p.pt())
-        }) else {
+        let Some(pt) = pt_of(&client.publisher, mid, client.video_codec) else {
             return;
         };
         let codec = client.video_codec;
@@ -568,11 +558,14 @@ fn next_seq(client: &mut Client, mid: Mid, rid: Option<Rid>) -> u64 {
     *counter
 }
 
-fn pt_of(rtc: &Rtc, codec: Codec) -> Option<Pt> {
+/// The payload type of `codec` that the SFU's answer took on `mid`: clients
+/// offer several configurations of a codec, and the first offered may not be it.
+fn pt_of(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let accepted = rtc.media(mid)?.remote_pts();
     rtc.codec_config()
         .params()
         .iter()
-        .find(|p| p.spec().codec == codec)
+        .find(|p| p.spec().codec == codec && accepted.contains(&p.pt()))
         .map(|p| p.pt())
 }
 
