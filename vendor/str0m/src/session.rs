@@ -1258,6 +1258,7 @@ impl Session {
             is_padding,
             payload_size,
         } = receipt;
+        let snapshot = stream.queue_state(now).snapshot;
 
         trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
 
@@ -1269,6 +1270,9 @@ impl Session {
         }
 
         self.pacer.register_send(now, payload_size.into(), midrid);
+        // MeetEase patch: the pacer may hand out the next packet in this
+        // pass, instead of waiting for a timeout pass (see `handle_sent`).
+        self.pacer.handle_sent(now, midrid, snapshot);
 
         if let Some(raw_packets) = &mut self.raw_packets {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));

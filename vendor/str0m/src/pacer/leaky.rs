@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use super::Pacer;
 use super::PaddingRequest;
 use super::QueueState;
+use super::QueueSnapshot;
 use crate::Reason;
 use crate::bwe_::ProbeClusterConfig;
 use crate::bwe_::ProbeClusterState;
@@ -193,6 +194,51 @@ impl LeakyBucketPacer {
         trace!(?config, "Probe start");
         self.probe_queue.push_back(ProbeClusterState::new(config));
         self.request_immediate_timeout();
+    }
+
+    /// MeetEase patch: the queue `midrid` was just sent from (after
+    /// `poll_queue` and `register_send`) and now looks like `snapshot`.
+    ///
+    /// Upstream closes a gate in `poll_queue` that only the next
+    /// `handle_timeout` opens, so that the next choice is made on fresh queue
+    /// states. A timeout pass walks the whole session (every stream's queue,
+    /// ICE, SCTP, stats), so one pass per sent packet is what a forwarded
+    /// copy costs an SFU. Only the queue that was sent from has changed since
+    /// the states were taken, so refresh that one and decide again here, as
+    /// `handle_timeout` would at this instant. Probing and padding keep the
+    /// upstream path: their timing is the probe's and the padding debt's.
+    pub(crate) fn handle_sent(&mut self, now: Instant, midrid: MidRid, snapshot: QueueSnapshot) {
+        if !self.needs_timeout_before_next_poll
+            || self.next_poll_queue.is_some()
+            || !self.probe_queue.is_empty()
+            || self.completed_probe.is_some()
+        {
+            return;
+        }
+        let Some(state) = self.queue_states.iter_mut().find(|q| q.midrid == midrid) else {
+            return;
+        };
+        state.snapshot = snapshot;
+
+        let elapsed = self.update_handle_time_and_get_elapsed(now);
+        self.clear_debt(elapsed);
+        self.maybe_update_adjusted_bitrate(now);
+
+        // With no debt left a full pass might pad: leave that to it.
+        if self.media_debt == DataSize::ZERO && self.padding_debt == DataSize::ZERO {
+            self.request_immediate_timeout();
+            return;
+        }
+
+        self.needs_timeout_before_next_poll = false;
+        self.next_poll_time = None;
+        let Some((next_poll_time_and_reason, queue)) = self.next_poll(now) else {
+            return;
+        };
+        if now >= next_poll_time_and_reason.0 {
+            self.next_poll_queue = queue.map(|q| q.midrid);
+        }
+        self.next_poll_time = Some(next_poll_time_and_reason);
     }
 
     /// Get the cluster ID of the active probe, if any.
@@ -522,6 +568,101 @@ mod test {
                 .handle_timeout(deadline, std::iter::once(queue))
                 .is_some()
         );
+    }
+
+    /// MeetEase patch: send everything `poll_queue` releases, refreshing the
+    /// pacer with the sent queue alone (as `Session::poll_packet` does), and
+    /// return how many packets went before it stopped.
+    fn send_burst(pacer: &mut LeakyBucketPacer, queue: &mut Queue, now: Instant) -> usize {
+        let mut sent = 0;
+        while let Some((midrid, _)) = pacer.poll_queue() {
+            let packet = queue.next_packet().expect("a released queue has a packet");
+            queue.register_send(midrid, now);
+            pacer.register_send(now, DataSize::bytes(packet.size() as i64), midrid);
+            let snapshot = queue
+                .queue_state(now)
+                .find(|q| q.midrid == midrid)
+                .expect("the sent queue")
+                .snapshot;
+            pacer.handle_sent(now, midrid, snapshot);
+            sent += 1;
+        }
+        sent
+    }
+
+    #[test]
+    fn handle_sent_releases_a_frame_without_a_timeout_pass() {
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        // 1 Mbit/s: 5 000 bytes may leave back to back (one 40 ms burst).
+        let mut pacer = LeakyBucketPacer::new(Bitrate::kbps(1000));
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+        for seq in 0..3 {
+            enqueue_packet_noisy(&mut pacer, &mut queue, seq, 1000, PacketKind::Video, now);
+        }
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+
+        assert_eq!(send_burst(&mut pacer, &mut queue, now), 3);
+        assert!(queue.is_empty());
+        // Nothing is queued: no wake-up right away to reopen a gate.
+        let (at, _) = pacer.poll_timeout();
+        assert!(
+            at.is_none_or(|at| at >= now + Duration::from_millis(1)),
+            "{at:?}"
+        );
+    }
+
+    #[test]
+    fn handle_sent_stops_at_the_burst_limit_and_waits_out_the_debt() {
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        let mut pacer = LeakyBucketPacer::new(Bitrate::kbps(1000));
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+        for seq in 0..20 {
+            enqueue_packet_noisy(&mut pacer, &mut queue, seq, 1000, PacketKind::Video, now);
+        }
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+
+        // 1 000 bytes of debt clear in 8 ms at 1 Mbit/s. A packet goes while
+        // the debt is under one burst (40 ms): five go now, the sixth waits.
+        assert_eq!(send_burst(&mut pacer, &mut queue, now), 5);
+        let (at, _) = pacer.poll_timeout();
+        let at = at.expect("a wake-up for the rest");
+        assert!(at > now + Duration::from_millis(1), "{:?}", at - now);
+
+        // The rest leaves as the debt drains, several packets a wake-up.
+        let mut passes = 0;
+        let mut t = now;
+        while !queue.is_empty() {
+            t = pacer.poll_timeout().0.expect("the queue is not empty").max(t);
+            handle_timeout_noisy(&mut pacer, &mut queue, t);
+            send_burst(&mut pacer, &mut queue, t);
+            passes += 1;
+            assert!(passes < 100, "the queue does not drain");
+        }
+        assert!(t - now >= Duration::from_millis(100), "{:?}", t - now);
+    }
+
+    #[test]
+    fn handle_sent_leaves_probing_to_the_timeout_pass() {
+        use crate::bwe_::ProbeKind;
+
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        let mut pacer = LeakyBucketPacer::new(Bitrate::kbps(1000));
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+        pacer.start_probe(ProbeClusterConfig::new(
+            0.into(),
+            Bitrate::kbps(3000),
+            ProbeKind::Initial,
+        ));
+        for seq in 0..3 {
+            enqueue_packet_noisy(&mut pacer, &mut queue, seq, 1000, PacketKind::Video, now);
+        }
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+
+        // One packet a pass, as upstream: the probe times its packets.
+        assert_eq!(send_burst(&mut pacer, &mut queue, now), 1);
     }
 
     #[test]

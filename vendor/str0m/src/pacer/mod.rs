@@ -47,6 +47,14 @@ impl PacerImpl {
         }
     }
 
+    /// MeetEase patch: see `LeakyBucketPacer::handle_sent`.
+    pub fn handle_sent(&mut self, now: Instant, midrid: MidRid, snapshot: QueueSnapshot) {
+        match self {
+            PacerImpl::Null(_) => {}
+            PacerImpl::LeakyBucket(v) => v.handle_sent(now, midrid, snapshot),
+        }
+    }
+
     pub fn check_probe_complete(&mut self, now: Instant) -> Option<TwccClusterId> {
         match self {
             PacerImpl::Null(_) => None,
