@@ -241,33 +241,39 @@ impl Worker {
         tracing::info!("SFU worker stopped");
     }
 
-    /// Feed the core what is queued on the socket, a batch at a time. What
-    /// each datagram produces is sent as soon as a whole batch of it is
-    /// ready, not after the turn: a packet fanned out to hundreds of
-    /// subscribers would otherwise hold its first copies back until the last
-    /// were made, and the packets after it.
+    /// Feed the core what is queued on the socket, a batch at a time. The
+    /// media a batch brings is written to the subscribers' sessions, then
+    /// each session that got some sends it all in one pass
+    /// ([`Sfu::send_written`]); what that produces is sent as soon as a whole
+    /// `sendmmsg` batch of it is ready, not after the turn.
     fn receive(&mut self) {
         for _ in 0..READ_BATCHES {
             match self.socket.try_recv_batch() {
                 Ok(count) => {
                     let now = Instant::now();
                     let wall = SystemTime::now();
+                    // The copies are timed from the kernel's stamp of the
+                    // batch's earliest RTP packet, put on this thread's clock
+                    // (a copy cannot tell which packet of the batch it is).
+                    let mut earliest: Option<Instant> = None;
                     for index in 0..count {
                         let (received, bytes) = self.socket.datagram(index);
                         self.sfu.handle_datagram(now, received.source, bytes);
-                        // A copy of this packet is timed from the kernel's
-                        // stamp, put on this thread's clock.
-                        let arrived = received
+                        if let Some(arrived) = received
                             .arrived
                             .filter(|_| crate::core::codec::is_rtp(bytes))
-                            .map(|arrived| {
-                                let waited = wall.duration_since(arrived).unwrap_or_default();
-                                now.checked_sub(waited).unwrap_or(now)
-                            });
-                        self.take_transmits(arrived);
-                        if self.outbox.len() >= BATCH {
-                            self.send_batches(BATCH);
+                        {
+                            let waited = wall.duration_since(arrived).unwrap_or_default();
+                            let arrived = now.checked_sub(waited).unwrap_or(now);
+                            earliest = Some(earliest.map_or(arrived, |e| e.min(arrived)));
                         }
+                        // Answers (STUN, DTLS, RTCP) go as they are made.
+                        self.take_transmits(None);
+                    }
+                    self.sfu.send_written(now);
+                    self.take_transmits(earliest);
+                    if self.outbox.len() >= BATCH {
+                        self.send_batches(BATCH);
                     }
                     if count < BATCH {
                         return; // the queue is empty

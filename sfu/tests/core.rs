@@ -173,6 +173,50 @@ fn every_forwarded_packet_leaves_at_once() {
     );
 }
 
+/// A video frame's packets, fed to the core together, cost each subscriber
+/// one session pass, not one per packet (`Sfu::send_written` and the pacer
+/// patch in `vendor/str0m`), and still all leave at once. Upstream str0m's
+/// pacer sends one packet per pass, so this takes at least one pass a packet
+/// there (1.55 with the core's earlier pass per written copy).
+#[test]
+fn a_frame_costs_each_subscriber_one_pass() {
+    let mut world = World::new();
+    // As the browser client: no room data channel (its SCTP timers would add
+    // housekeeping passes of their own).
+    world.room_channel = false;
+    world.join("fanout", true, true);
+    for _ in 0..20 {
+        world.join_receiver("fanout");
+    }
+    world.connect_all();
+    world.lean = true;
+    // Past the estimator's first probes (a probe keeps one packet a pass).
+    world.run(Duration::from_secs(2), 100);
+    let (forwarded, passes) = {
+        let stats = world.sfu.stats();
+        (stats.rtp_forwarded, stats.timer_wakeups)
+    };
+    world.run(Duration::from_secs(1), 100);
+    world.step(Duration::from_millis(1));
+    let stats = world.sfu.stats();
+    let forwarded = stats.rtp_forwarded - forwarded;
+    let passes = stats.timer_wakeups - passes;
+    // 20 receivers × (30 frames of 3 packets + 50 audio packets) a second.
+    assert!(forwarded >= 20 * 130, "too little forwarded: {forwarded}");
+    assert!(
+        world.lean_received >= stats.rtp_forwarded,
+        "{} forwarded, {} received",
+        stats.rtp_forwarded,
+        world.lean_received
+    );
+    // One pass per frame and per audio packet: (30 + 50) / 140 ≈ 0.57.
+    let per_packet = passes as f64 / forwarded as f64;
+    assert!(
+        per_packet < 0.75,
+        "{passes} session passes for {forwarded} forwarded packets ({per_packet:.2} a packet)"
+    );
+}
+
 #[test]
 fn a_late_joiner_gets_existing_tracks_and_a_keyframe_to_start_with() {
     let mut world = World::new();

@@ -310,9 +310,16 @@ impl World {
         for event in events {
             handle_client_event(client, subscriber, event);
         }
-        for datagram in out {
+        for datagram in &out {
             timed(self.timing, &mut self.sfu_cpu, || {
-                self.sfu.handle_datagram(now, local, &datagram)
+                self.sfu.handle_datagram(now, local, datagram)
+            });
+        }
+        // What those wrote is sent by one pass per subscriber, as the driver
+        // does after a `recvmmsg` batch (else the next `handle_timeout` would).
+        if !out.is_empty() {
+            timed(self.timing, &mut self.sfu_cpu, || {
+                self.sfu.send_written(now)
             });
         }
         self.deliver();
