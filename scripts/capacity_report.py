@@ -237,12 +237,13 @@ under the kernel's share.
 layer choice needs) str0m 0.25 paces with its leaky bucket, and that pacer hands out one packet per timeout
 pass: `poll_queue` closes a gate that only the next `handle_timeout` opens. A timeout pass is a walk of the
 whole session — ICE, SCTP, the data channels, the media session, stats, then the output poll of each. So every
-forwarded copy costs one whole-session pass, however the SFU batches its work. (Tried on 2026-11-28: one pass
-per subscriber per input batch instead of per packet. It halved the core's CPU in the in-memory benchmark only
-because the second and third packet of a frame then waited for the subscriber's next timer, up to 10 ms
-later; taken out.) Going below this floor needs str0m to change — a pacer that releases what its budget
-allows in one pass, or a pass that touches only the parts that are due — which is upstream work, not done
-here.
+forwarded copy cost one whole-session pass, however the SFU batched its work. Since 2026-11-29 MeetEase
+carries a patched str0m (`vendor/str0m/PATCHES.md`) whose pacer releases what its budget allows in one pass,
+and the core gives a subscriber one pass for all that a `recvmmsg` batch wrote to it: 0.57 passes per
+forwarded packet instead of 1.55, 30–40% less core CPU per copy at 300 receivers, 16–20% more packets per
+SFU CPU-second in the 150-receiver fan-out on loopback (`docs/benchmarks/sfu-core.md`; measured apart from
+the tables above, which predate it). What remains per pass is its walk over every part of the session,
+due or not.
 
 Done since: the room data channel on the subscriber connection is opt-out per session, and the browser client
 and the load test decline it (no SCTP association there: 3–6% more packets per CPU-second with 100 full
