@@ -179,6 +179,10 @@ with tempfile.TemporaryDirectory() as tmp:
         if dest.startswith("/"):
             continue  # the helper script itself, outside the workspace
         for src in srcs:
+            if (repo / src).is_dir():
+                # COPY of a folder copies what is in it into dest.
+                shutil.copytree(repo / src, tmp / dest, dirs_exist_ok=True)
+                continue
             target = tmp / dest / pathlib.Path(src).name if dest.endswith("/") else tmp / dest
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(repo / src, target)
