@@ -267,7 +267,8 @@ impl Worker {
                             let arrived = now.checked_sub(waited).unwrap_or(now);
                             earliest = Some(earliest.map_or(arrived, |e| e.min(arrived)));
                         }
-                        // Answers (STUN, DTLS, RTCP) go as they are made.
+                        // What a datagram is answered with (STUN, DTLS,
+                        // RTCP) is queued untimed: it is not a copy.
                         self.take_transmits(None);
                     }
                     self.sfu.send_written(now);
