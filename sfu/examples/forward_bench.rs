@@ -44,11 +44,7 @@ fn main() {
 
     let mut world = harness::World::new();
     world.room_channel = room_channel;
-    world.join("bench", true, true);
-    for _ in 0..receivers {
-        world.join_receiver("bench");
-    }
-    world.connect_all();
+    world.fanout(receivers);
     world.lean = !full;
     // Warm up: layer choice settles, the estimator starts.
     world.run(Duration::from_secs(2), 100);

@@ -154,11 +154,7 @@ fn h264_and_vp9_publishers_reach_subscribers_in_the_one_configuration_negotiated
 #[test]
 fn every_forwarded_packet_leaves_at_once() {
     let mut world = World::new();
-    world.join("fanout", true, true);
-    for _ in 0..20 {
-        world.join_receiver("fanout");
-    }
-    world.connect_all();
+    world.fanout(20);
     world.lean = true;
     world.run(Duration::from_millis(500), 100);
     let forwarded = world.sfu.stats().rtp_forwarded;
@@ -184,11 +180,7 @@ fn a_frame_costs_each_subscriber_one_pass() {
     // As the browser client: no room data channel (its SCTP timers would add
     // housekeeping passes of their own).
     world.room_channel = false;
-    world.join("fanout", true, true);
-    for _ in 0..20 {
-        world.join_receiver("fanout");
-    }
-    world.connect_all();
+    world.fanout(20);
     world.lean = true;
     // Past the estimator's first probes (a probe keeps one packet a pass).
     world.run(Duration::from_secs(2), 100);

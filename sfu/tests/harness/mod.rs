@@ -140,6 +140,16 @@ impl World {
         rtc
     }
 
+    /// A connected fan-out: one client publishing audio and simulcast video in
+    /// room "fanout", and `receivers` receive-only clients.
+    pub fn fanout(&mut self, receivers: usize) {
+        self.join("fanout", true, true);
+        for _ in 0..receivers {
+            self.join_receiver("fanout");
+        }
+        self.connect_all();
+    }
+
     /// Join a client publishing audio and (optionally simulcast) video.
     pub fn join(&mut self, room: &str, video: bool, simulcast: bool) -> usize {
         self.join_as(room, true, video, simulcast)
