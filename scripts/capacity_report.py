@@ -217,6 +217,12 @@ Published SFUs reach 25–75k packets per busy core (see `../shared/design/ancho
   real ICE/DTLS/SRTP, thread CPU time inside the core only; see `docs/benchmarks/sfu-core.md`): the cost grows
   with the audience — each packet touches every subscriber's session state, so it is bound by memory, not by
   arithmetic.
+- **The kernel alone** (`cargo run --release -p sfu --example udp_floor -- 150`; the SFU's own `sendmmsg` code
+  sending a 27 000-datagram/s fan-out to 150 loopback receivers that sleep between bursts, nothing else; see
+  `docs/benchmarks/sfu-core.md`): 4.3–4.9 µs of the sender's CPU per datagram, all but ~2% of it in the
+  kernel, i.e. 204 000–231 000 datagrams per CPU-second, and 6.1 µs (164 000) with 25 receivers. That is the
+  ceiling on this VM for any SFU that sends each copy as a datagram of its own from one socket: 250 000 per
+  SFU CPU-second cannot be reached in this loopback set-up, whatever the SFU's own code costs.
 
 Run to run, the same commit on this VM gives very different per-core figures: three video fan-out ramps
 within an hour (2026-11-28, commits 8906e2c–31c9e5f, nothing else running) put MeetEase at 89–107k, 72–105k
