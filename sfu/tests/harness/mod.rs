@@ -77,6 +77,11 @@ pub struct World {
     pub lean_received: u64,
     /// With `timing`, the thread CPU time spent inside the SFU core's inputs.
     pub timing: bool,
+    /// Each datagram a client sends is its own receive batch (one
+    /// `send_written` after each), as on a live socket where a publisher's
+    /// pacer spaces a frame's packets; by default a client's output is one
+    /// batch.
+    pub unbatched: bool,
     pub sfu_cpu: Duration,
     /// With `timing`, the thread CPU time spent in the SFU's session calls
     /// (`create_session`, `subscriber_answer`): SDP work, not media.
@@ -115,6 +120,7 @@ impl World {
             rng: 0x2545_f491_4f6c_dd1d,
             dropped: 0,
             lean: false,
+            unbatched: false,
             lean_received: 0,
             timing: false,
             sfu_cpu: Duration::ZERO,
@@ -322,7 +328,10 @@ impl World {
         }
         for datagram in &out {
             timed(self.timing, &mut self.sfu_cpu, || {
-                self.sfu.handle_datagram(now, local, datagram)
+                self.sfu.handle_datagram(now, local, datagram);
+                if self.unbatched {
+                    self.sfu.send_written(now);
+                }
             });
         }
         // What those wrote is sent by one pass per subscriber, as the driver
