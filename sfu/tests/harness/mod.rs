@@ -75,13 +75,13 @@ pub struct World {
     pub lean: bool,
     /// RTP datagrams (not padding) counted by lean subscribers.
     pub lean_received: u64,
-    /// With `timing`, the thread CPU time spent inside the SFU core's inputs.
-    pub timing: bool,
     /// Each datagram a client sends is its own receive batch (one
     /// `send_written` after each), as on a live socket where a publisher's
     /// pacer spaces a frame's packets; by default a client's output is one
     /// batch.
     pub unbatched: bool,
+    /// With `timing`, the thread CPU time spent inside the SFU core's inputs.
+    pub timing: bool,
     pub sfu_cpu: Duration,
     /// With `timing`, the thread CPU time spent in the SFU's session calls
     /// (`create_session`, `subscriber_answer`): SDP work, not media.
