@@ -224,6 +224,13 @@ Published SFUs reach 25–75k packets per busy core (see `../shared/design/ancho
   ceiling on this VM for any SFU that sends each copy as a datagram of its own from one socket: 250 000 per
   SFU CPU-second cannot be reached in this loopback set-up, whatever the SFU's own code costs.
 
+The tables above were measured with synthetic publishers that spread a layer's packets evenly over the
+frame interval. Browsers do not: headless Chromium's multi-packet frames reached the SFU within 0.08 ms
+from first to last packet (median; 1 ms at p90). With `loadtest --frame-bursts`, which sends a frame back
+to back, the SFU serves a frame with one session pass per receiver instead of one per packet, and the
+1 → 150 lean fan-out ran at 76 000–83 000 forwarded packets per SFU CPU-second against 50 000–63 000
+(meetings unchanged; `docs/benchmarks/sfu-core.md`, "Browsers send a frame as a burst").
+
 Run to run, the same commit on this VM gives very different per-core figures: three video fan-out ramps
 within an hour (2026-11-28, commits 8906e2c–31c9e5f, nothing else running) put MeetEase at 89–107k, 72–105k
 and 71–75k forwarded packets per CPU-second and Janus at 51–62k and 62–82k, and the whole VM runs up to 1.5×

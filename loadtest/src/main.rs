@@ -69,6 +69,12 @@ struct Cli {
     /// Top-layer video bitrate, kbit/s.
     #[arg(long, default_value_t = 1200)]
     video_kbps: u64,
+    /// Publishers send each video frame's packets back to back at the frame's
+    /// time, as a browser does (headless Chromium's frames reached the SFU
+    /// within 0.08 ms, median; see docs/benchmarks/sfu-core.md). By default
+    /// a layer's packets are spread evenly over the frame interval.
+    #[arg(long)]
+    frame_bursts: bool,
     /// Seconds measured after everyone joined (and a warm-up).
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -229,6 +235,7 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
         screen_share: cli.screen_share,
         churn_per_second: cli.churn,
         video_kbps: cli.video_kbps,
+        frame_bursts: cli.frame_bursts,
         duration_s: cli.duration.min(MAX_DURATION.as_secs()),
         loss_percent: cli.loss,
         delay_ms: cli.delay_ms,
@@ -322,6 +329,7 @@ fn publish_of(scenario: &Scenario, seat: usize) -> Publish {
         video: publishing && scenario.video,
         simulcast: scenario.simulcast,
         video_bps: scenario.video_kbps * 1000,
+        frame_bursts: scenario.frame_bursts,
         screen: publishing && seat == 0 && scenario.screen_share,
     }
 }

@@ -55,6 +55,9 @@ pub struct Publish {
     pub simulcast: bool,
     /// Video bitrate of the top layer, bits per second.
     pub video_bps: u64,
+    /// A video frame's packets go back to back at the frame's time, as a
+    /// browser's pacer sends them; otherwise evenly over the frame interval.
+    pub frame_bursts: bool,
     /// A screen share as well: a second video track, 5 frames a second.
     pub screen: bool,
 }
@@ -109,6 +112,10 @@ struct OutTrack {
     /// Global id of this publisher track+layer, carried in the payload.
     wire_id: u32,
     interval: Duration,
+    /// The time from one frame to the next, where a frame's packets go back
+    /// to back (`Publish::frame_bursts`, video only); `None` to send every
+    /// `interval`.
+    frame_interval: Option<Duration>,
     size: usize,
     next_send: Instant,
     seq: u64,
@@ -117,6 +124,30 @@ struct OutTrack {
     in_frame: u32,
     frame: u32,
     keyframe_wanted: bool,
+}
+
+impl OutTrack {
+    /// Count the packet about to go out and set when the next one is due:
+    /// whether it starts a frame and whether it ends one (the marker bit).
+    fn advance(&mut self) -> (bool, bool) {
+        self.seq += 1;
+        let start_of_frame = self.in_frame == 0;
+        if start_of_frame {
+            self.frame += 1;
+        }
+        self.in_frame += 1;
+        let end_of_frame = self.in_frame >= self.packets_per_frame;
+        if end_of_frame {
+            self.in_frame = 0;
+        }
+        self.next_send += match self.frame_interval {
+            // The rest of the frame goes now; the next frame at its time.
+            Some(frame) if end_of_frame => frame,
+            Some(_) => Duration::ZERO,
+            None => self.interval,
+        };
+        (start_of_frame, end_of_frame)
+    }
 }
 
 /// Counters the orchestrator reads while the test runs.
@@ -357,6 +388,8 @@ impl Participant {
                     kind,
                     wire_id: next_wire_id.fetch_add(1, Ordering::Relaxed) as u32,
                     interval: Duration::from_secs_f64(1.0 / layer.pps),
+                    frame_interval: (self.publish.frame_bursts && kind == MediaKind::Video)
+                        .then(|| Duration::from_secs_f64(1.0 / layer.fps)),
                     size: layer.size,
                     next_send: now,
                     seq: 0,
@@ -646,12 +679,7 @@ impl Participant {
         for i in 0..self.out.len() {
             while self.out[i].next_send <= now {
                 let t = &mut self.out[i];
-                t.next_send += t.interval;
-                t.seq += 1;
-                let start_of_frame = t.in_frame == 0;
-                if start_of_frame {
-                    t.frame += 1;
-                }
+                let (start_of_frame, marker) = t.advance();
                 let key = t.kind == MediaKind::Video
                     && start_of_frame
                     && (t.keyframe_wanted || t.frame % 90 == 1);
@@ -673,11 +701,6 @@ impl Participant {
                 let sent_us = now.saturating_duration_since(epoch).as_micros() as u64;
                 payload.extend_from_slice(&sent_us.to_be_bytes());
                 payload.resize(t.size.max(payload.len()), 0x5a);
-                t.in_frame += 1;
-                let marker = t.in_frame >= t.packets_per_frame;
-                if marker {
-                    t.in_frame = 0;
-                }
                 let clock = if t.kind == MediaKind::Audio {
                     48_000
                 } else {
@@ -762,6 +785,64 @@ pub fn candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A top layer at 1.2 Mbit/s: 130 packets a second, 4 to a frame.
+    fn track(frame_interval: Option<Duration>, start: Instant) -> OutTrack {
+        OutTrack {
+            mid: Mid::from("1"),
+            rid: Some(Rid::from("f")),
+            pt: Pt::from(96),
+            kind: MediaKind::Video,
+            wire_id: 0,
+            interval: Duration::from_secs_f64(1.0 / 130.0),
+            frame_interval,
+            size: 1150,
+            next_send: start,
+            seq: 0,
+            packets_per_frame: 4,
+            in_frame: 0,
+            frame: 0,
+            keyframe_wanted: true,
+        }
+    }
+
+    /// The send times of (almost: no rounding at the edge) one second of a
+    /// track, as `send_media` paces it.
+    fn one_second(mut t: OutTrack, start: Instant) -> Vec<(Duration, bool)> {
+        let mut sent = Vec::new();
+        while t.next_send < start + Duration::from_millis(995) {
+            let at = t.next_send - start;
+            let (_, end_of_frame) = t.advance();
+            sent.push((at, end_of_frame));
+        }
+        sent
+    }
+
+    #[test]
+    fn frame_bursts_send_a_frame_back_to_back_and_frames_at_the_frame_rate() {
+        let start = Instant::now();
+        let sent = one_second(track(Some(Duration::from_secs(1) / 30), start), start);
+        assert_eq!(sent.len(), 30 * 4, "30 frames of 4 packets");
+        for (n, frame) in sent.chunks(4).enumerate() {
+            let at = Duration::from_secs(1) / 30 * n as u32;
+            assert!(frame.iter().all(|(t, _)| *t == at), "frame {n}: {frame:?}");
+            let markers: Vec<bool> = frame.iter().map(|(_, m)| *m).collect();
+            assert_eq!(markers, [false, false, false, true], "frame {n}");
+        }
+    }
+
+    #[test]
+    fn without_frame_bursts_packets_are_spread_evenly() {
+        let start = Instant::now();
+        let sent = one_second(track(None, start), start);
+        assert_eq!(sent.len(), 130);
+        let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        assert!(
+            gaps.iter()
+                .all(|g| *g == Duration::from_secs_f64(1.0 / 130.0))
+        );
+        assert_eq!(sent.iter().filter(|(_, m)| *m).count(), 130 / 4);
+    }
 
     #[test]
     fn rtx_payload_types_are_told_apart_from_media() {

@@ -18,6 +18,8 @@ pub struct Scenario {
     /// Receivers replaced each second of the window.
     pub churn_per_second: usize,
     pub video_kbps: u64,
+    /// A video frame's packets are sent back to back (see `--frame-bursts`).
+    pub frame_bursts: bool,
     pub duration_s: u64,
     pub loss_percent: f64,
     pub delay_ms: u64,
