@@ -185,6 +185,10 @@ pub struct Participant {
     mids: Vec<(Mid, MediaKind)>,
     out: Vec<OutTrack>,
     rx: HashMap<(u32, u8), TrackRx>,
+    /// Per SSRC the subscriber receives, the publisher layer (wire id and
+    /// layer tag) its last packet came from: a switch back to a layer seen
+    /// before resumes that layer's stretch (see [`TrackRx::resume`]).
+    last_layer: HashMap<u32, (u32, u8)>,
     epoch: Instant,
     impairment: Impairment,
     joined_at: Instant,
@@ -266,6 +270,7 @@ impl Participant {
             sfu_addrs: Vec::new(),
             lean,
             lean_seq: HashMap::new(),
+            last_layer: HashMap::new(),
             lean_base: HashMap::new(),
             ingress: HashMap::new(),
             ingress_base: HashMap::new(),
@@ -607,10 +612,16 @@ impl Participant {
             self.first_media_at = Some(now);
         }
         self.live.received.fetch_add(1, Ordering::Relaxed);
-        self.rx
-            .entry((wire_id, layer))
-            .or_default()
-            .record(seq, latency_us, now, payload.len());
+        let rx = self.rx.entry((wire_id, layer)).or_default();
+        let previous = self
+            .last_layer
+            .insert(*packet.header.ssrc, (wire_id, layer));
+        if previous.is_some_and(|p| p != (wire_id, layer)) {
+            // The SFU switched this stream to this layer: what the layer sent
+            // while the stream carried another is no loss of this receiver's.
+            rx.resume();
+        }
+        rx.record(seq, latency_us, now, payload.len());
     }
 
     /// Lean mode: count an SRTP media packet from its clear header. Returns

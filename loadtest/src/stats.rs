@@ -33,6 +33,11 @@ pub struct TrackRx {
     /// their whole chance of repair.
     recent: VecDeque<(Instant, u64)>,
     settled: Option<u64>,
+    /// Sequence numbers this layer sent while the subscriber's stream carried
+    /// another layer (first and last of each run): not holes.
+    elsewhere: Vec<(u64, u64)>,
+    /// The next packet comes after a switch back to this layer.
+    resuming: bool,
     latency: Histogram<u64>,
     first_at: Instant,
     last_at: Instant,
@@ -48,6 +53,8 @@ impl TrackRx {
             floor: None,
             recent: VecDeque::new(),
             settled: None,
+            elsewhere: Vec::new(),
+            resuming: false,
             latency: latency_histogram(),
             first_at: now,
             last_at: now,
@@ -56,9 +63,24 @@ impl TrackRx {
         }
     }
 
+    /// The subscriber's stream of this track comes from this layer again,
+    /// after packets of another: the next packet starts a new stretch, and
+    /// the sequence numbers between this layer's last packet and it were
+    /// sent while the stream carried the other layer (a layer switch starts
+    /// a new stretch, never a hole).
+    pub fn resume(&mut self) {
+        self.resuming = !self.seqs.is_empty();
+    }
+
     pub fn record(&mut self, seq: u64, latency_us: u64, now: Instant, bytes: usize) {
         if self.floor.is_some_and(|floor| seq <= floor) {
             return;
+        }
+        if std::mem::take(&mut self.resuming)
+            && let Some(&last) = self.seqs.last()
+            && seq > last + 1
+        {
+            self.elsewhere.push((last + 1, seq - 1));
         }
         if self.seqs.is_empty() {
             self.first_at = now;
@@ -104,7 +126,14 @@ impl TrackRx {
         let holes = match (self.seqs.first(), self.settled) {
             (Some(&first), Some(settled)) if settled >= first => {
                 let span = settled - first + 1;
-                span - self.seqs.range(first..=settled).count() as u64
+                let elsewhere: u64 = self
+                    .elsewhere
+                    .iter()
+                    .map(|&(lo, hi)| (hi.min(settled) + 1).saturating_sub(lo.max(first)))
+                    .sum();
+                // Saturating: a late packet of this layer inside a run it sent
+                // elsewhere would be counted twice.
+                span.saturating_sub(self.seqs.range(first..=settled).count() as u64 + elsewhere)
             }
             _ => 0,
         };
@@ -308,6 +337,33 @@ mod tests {
         rx.record(3, 500, t0, 1000);
         rx.record(8, 500, t0, 1000);
         assert_eq!(rx.finish(b'f', end).expected, 1);
+    }
+
+    #[test]
+    fn what_a_layer_sent_while_the_stream_carried_another_is_no_hole() {
+        let t0 = Instant::now();
+        let mut rx = TrackRx::new();
+        // 1..=5 (3 lost), then the stream is switched to another layer while
+        // this one sends 6..=40, then back: 41..=50 (45 lost).
+        for seq in [1u64, 2, 4, 5] {
+            rx.record(seq, 500, t0, 1000);
+        }
+        rx.resume();
+        for seq in (41u64..=50).filter(|s| *s != 45) {
+            rx.record(seq, 500, t0, 1000);
+        }
+        let report = rx.finish(b'f', t0 + Duration::from_secs(2));
+        assert_eq!(report.received, 13);
+        assert_eq!(report.expected, 15, "3 and 45 are lost, 6..=40 are not");
+        // Without the switch the same arrivals are 35 more holes.
+        let mut rx = TrackRx::new();
+        for seq in [1u64, 2, 4, 5]
+            .into_iter()
+            .chain((41..=50).filter(|s| *s != 45))
+        {
+            rx.record(seq, 500, t0, 1000);
+        }
+        assert_eq!(rx.finish(b'f', t0 + Duration::from_secs(2)).expected, 50);
     }
 
     #[test]
