@@ -67,7 +67,8 @@ impl TrackRx {
     /// after packets of another: the next packet starts a new stretch, and
     /// the sequence numbers between this layer's last packet and it were
     /// sent while the stream carried the other layer (a layer switch starts
-    /// a new stretch, never a hole).
+    /// a new stretch, never a hole), and the time since its last packet is
+    /// no freeze.
     pub fn resume(&mut self) {
         self.resuming = !self.seqs.is_empty();
     }
@@ -76,7 +77,8 @@ impl TrackRx {
         if self.floor.is_some_and(|floor| seq <= floor) {
             return;
         }
-        if std::mem::take(&mut self.resuming)
+        let resumed = std::mem::take(&mut self.resuming);
+        if resumed
             && let Some(&last) = self.seqs.last()
             && seq > last + 1
         {
@@ -84,7 +86,8 @@ impl TrackRx {
         }
         if self.seqs.is_empty() {
             self.first_at = now;
-        } else if now.saturating_duration_since(self.last_at) > FREEZE_GAP {
+        } else if !resumed && now.saturating_duration_since(self.last_at) > FREEZE_GAP {
+            // (After a switch back, the stream was carried by another layer.)
             self.freezes += 1;
         }
         self.last_at = now;
@@ -349,21 +352,26 @@ mod tests {
             rx.record(seq, 500, t0, 1000);
         }
         rx.resume();
+        // A second later: the stream was not frozen, only elsewhere.
+        let back = t0 + Duration::from_secs(1);
         for seq in (41u64..=50).filter(|s| *s != 45) {
-            rx.record(seq, 500, t0, 1000);
+            rx.record(seq, 500, back, 1000);
         }
         let report = rx.finish(b'f', t0 + Duration::from_secs(2));
         assert_eq!(report.received, 13);
         assert_eq!(report.expected, 15, "3 and 45 are lost, 6..=40 are not");
-        // Without the switch the same arrivals are 35 more holes.
+        assert_eq!(report.freezes, 0);
+        // Without the switch the same arrivals are 35 more holes and a freeze.
         let mut rx = TrackRx::new();
-        for seq in [1u64, 2, 4, 5]
-            .into_iter()
-            .chain((41..=50).filter(|s| *s != 45))
-        {
+        for seq in [1u64, 2, 4, 5] {
             rx.record(seq, 500, t0, 1000);
         }
-        assert_eq!(rx.finish(b'f', t0 + Duration::from_secs(2)).expected, 50);
+        for seq in (41u64..=50).filter(|s| *s != 45) {
+            rx.record(seq, 500, back, 1000);
+        }
+        let report = rx.finish(b'f', t0 + Duration::from_secs(2));
+        assert_eq!(report.expected, 50);
+        assert_eq!(report.freezes, 1);
     }
 
     #[test]
