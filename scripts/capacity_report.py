@@ -225,7 +225,7 @@ Published SFUs reach 25–75k packets per busy core (see `../shared/design/ancho
   SFU CPU-second cannot be reached in this loopback set-up, whatever the SFU's own code costs.
 
 The tables above were measured with synthetic publishers that spread a layer's packets evenly over the
-frame interval. Browsers do not: headless Chromium's multi-packet frames reached the SFU within 0.08 ms
+frame interval. Headless Chromium does not: its multi-packet frames reached the SFU within 0.08 ms
 from first to last packet (median; 1 ms at p90). With `loadtest --frame-bursts`, which sends a frame back
 to back, the SFU serves a frame with one session pass per receiver instead of one per packet, and the
 1 → 150 lean fan-out ran at 76 000–83 000 forwarded packets per SFU CPU-second against 50 000–63 000
