@@ -60,6 +60,8 @@ pub struct Storage {
     /// The throttles' Redis prefix: apps on the same storage (replicas) share
     /// counts, other tests' apps do not.
     pub throttle_namespace: String,
+    /// The Redis its apps use (Postgres variant).
+    pub redis_url: String,
     folder: Option<PathBuf>,
 }
 
@@ -76,6 +78,7 @@ impl Storage {
                     },
                     schema: "auth".into(),
                     throttle_namespace: format!("auth:throttle:test:{tag}"),
+                    redis_url: redis_url(),
                     folder: Some(folder),
                 }
             }
@@ -86,9 +89,27 @@ impl Storage {
                 },
                 schema: format!("auth_test_{tag}"),
                 throttle_namespace: format!("auth:throttle:test:{tag}"),
+                redis_url: redis_url(),
                 folder: None,
             },
         }
+    }
+
+    /// Its apps use Redis logical database `db` instead of the shared one.
+    /// Every auth re-seeds the one revocation cache of its Redis from its own
+    /// database, which in a deployment all replicas share but in these tests
+    /// each test has its own: a test that needs its app's re-seed to be the
+    /// one that lands takes a Redis database no other test uses.
+    pub fn alone_on_redis(mut self, db: u8) -> Self {
+        let url = redis_url();
+        let url = url.trim_end_matches('/');
+        // Drop a database number the URL names already ("…:6379/0").
+        let base = match url.rsplit_once('/') {
+            Some((head, tail)) if !head.ends_with('/') && tail.parse::<u8>().is_ok() => head,
+            _ => url,
+        };
+        self.redis_url = format!("{base}/{db}");
+        self
     }
 }
 
@@ -173,7 +194,7 @@ pub async fn spawn_app_on_listener(
     let redis = match storage.backend {
         Backend::Sqlite => None,
         Backend::Postgres => Some(
-            servicekit::backends::connect_redis(&Secret::new(redis_url()))
+            servicekit::backends::connect_redis(&Secret::new(storage.redis_url.clone()))
                 .await
                 .expect("the test Redis answers"),
         ),

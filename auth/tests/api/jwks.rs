@@ -118,7 +118,12 @@ async fn verify_settled(
 /// the cache, then see the revocation again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_redis_cache_does_not_unrevoke_anything() {
-    let app = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await;
+    // A Redis database of its own: other tests' auth apps would re-seed the
+    // shared cache from their own databases, which lack this token, and could
+    // win every round of the re-seed this test waits for (it failed a CI run).
+    let storage =
+        crate::helpers::Storage::new(crate::helpers::Backend::Postgres).alone_on_redis(15);
+    let app = crate::helpers::spawn_app_on(std::sync::Arc::new(storage), |_| {}).await;
     let redis = app.redis.clone().expect("the Postgres variant has Redis");
     wait_for_marker(&redis).await;
     let (_, registered) = app.new_account().await;
@@ -143,9 +148,8 @@ async fn losing_the_redis_cache_does_not_unrevoke_anything() {
         assert!(!app.is_active(&access).await);
         // Another service never reads "not revoked" from the emptied cache.
         let verdict = verifier.verify(&access).await;
-        // Tests share one Redis: another test's auth may re-seed the marker (from
-        // its own database, without this token) between the DEL and the check.
-        // Only a verdict given while the marker was still gone says anything.
+        // This app's own re-seed may land between the DEL and the check. Only a
+        // verdict given while the marker was still gone says anything.
         let marker: i64 = redis::cmd("EXISTS")
             .arg(proto::auth::revocation_keys::COMPLETE)
             .query_async(&mut conn)
@@ -161,10 +165,10 @@ async fn losing_the_redis_cache_does_not_unrevoke_anything() {
         checked = true;
         break;
     }
-    assert!(checked, "other tests kept re-seeding the shared Redis");
-    // After the re-seed, the revocation is back in Redis. (Tests share one Redis but
-    // not one database: another test's auth may set the marker first, from its own
-    // database. In a deployment every replica reads the same database. So empty the
+    assert!(checked, "the re-seed always landed before the check");
+    // After the re-seed, the revocation is back in Redis. (Should another auth ever
+    // share this Redis database, it could set the marker first from a database of
+    // its own; in a deployment every replica reads the same database. So empty the
     // marker again until this app's re-seed is the one that lands.)
     let mut back = 0;
     for _ in 0..10 {
