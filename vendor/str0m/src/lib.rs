@@ -63,6 +63,8 @@
 //! ```no_run
 //! # use std::time::Instant;
 //! # use str0m::{Rtc, Candidate};
+//! # use str0m::change::SdpOffer;
+//! # fn example(offer: SdpOffer) {
 //! // Instantiate a new Rtc instance.
 //! let mut rtc = Rtc::new(Instant::now());
 //!
@@ -71,14 +73,14 @@
 //! let candidate = Candidate::host(addr, "udp").unwrap();
 //! rtc.add_local_candidate(candidate);
 //!
-//! // Accept an incoming offer from the remote peer
-//! // and get the corresponding answer.
-//! let offer = todo!();
+//! // Accept an incoming offer from the remote peer (`offer`, received
+//! // over signaling) and get the corresponding answer.
 //! let answer = rtc.sdp_api().accept_offer(offer).unwrap();
 //!
 //! // Forward the answer to the remote peer.
 //!
 //! // Go to _run loop_
+//! # }
 //! ```
 //!
 //! ## Active
@@ -90,6 +92,8 @@
 //! # use std::time::Instant;
 //! # use str0m::{Rtc, Candidate};
 //! # use str0m::media::{MediaKind, Direction};
+//! # use str0m::change::SdpAnswer;
+//! # fn example(answer: SdpAnswer) {
 //! // Instantiate a new Rtc instance.
 //! let mut rtc = Rtc::new(Instant::now());
 //!
@@ -108,14 +112,14 @@
 //! // Get the offer.
 //! let (offer, pending) = change.apply().unwrap();
 //!
-//! // Forward the offer to the remote peer and await the answer.
+//! // Forward the offer to the remote peer and await the answer (`answer`).
 //! // How to transfer this is outside the scope for this library.
-//! let answer = todo!();
 //!
 //! // Apply answer.
 //! rtc.sdp_api().accept_answer(pending, answer).unwrap();
 //!
 //! // Go to _run loop_
+//! # }
 //! ```
 //!
 //! ## Run loop
@@ -170,9 +174,9 @@
 //! # use std::io::ErrorKind;
 //! # use std::net::UdpSocket;
 //! # use std::time::{Duration, Instant};
+//! # fn example(socket: UdpSocket) {
 //! # let mut rtc = Rtc::new(Instant::now());
-//! // A UdpSocket we obtained _somehow_.
-//! let socket: UdpSocket = todo!();
+//! // `socket` is a UdpSocket we obtained _somehow_.
 //!
 //! // Buffer for reading incoming UDP packets.
 //! let mut buf = vec![0; 2000];
@@ -246,6 +250,7 @@
 //!
 //!     // === Step 6: back to the top of the outer loop (goto step 3). ===
 //! }
+//! # }
 //! ```
 //!
 //! ## Sending media data
@@ -256,11 +261,11 @@
 //! to use when sending.
 //!
 //! ```no_run
+//! # use std::time::Instant;
 //! # use str0m::Rtc;
-//! # use str0m::media::Mid;
-//! # let rtc: Rtc = todo!();
-//! // Obtain mid from Event::MediaAdded
-//! let mid: Mid = todo!();
+//! # use str0m::media::{MediaTime, Mid};
+//! # fn example(mut rtc: Rtc, mid: Mid, wallclock: Instant, media_time: MediaTime, data: &[u8]) {
+//! // `mid` is obtained from Event::MediaAdded.
 //!
 //! // Create a media writer for the mid.
 //! let writer = rtc.writer(mid).unwrap();
@@ -268,11 +273,10 @@
 //! // Get the payload type (pt) for the wanted codec.
 //! let pt = writer.payload_params().nth(0).unwrap().pt();
 //!
-//! // Write the data
-//! let wallclock = todo!();   // Absolute time of the data
-//! let media_time = todo!();  // Media time, in RTP time
-//! let data: &[u8] = todo!(); // Actual data
+//! // Write the data: `wallclock` is the absolute time of the data,
+//! // `media_time` its media time (RTP time), `data` the data itself.
 //! writer.write(pt, wallclock, media_time, data).unwrap();
+//! # }
 //! ```
 //!
 //! `Writer::write` is a mutation, so the
@@ -906,11 +910,16 @@ pub use error::RtcError;
 ///
 ///     // TODO: Wait for ONE of: `timeout` firing, an incoming network
 ///     //       packet, or application-side data to send. Build an
-///     //       `Input` from whichever fires first.
-///     let input: Input = todo!();
+///     //       `Input` from whichever fires first. (This one only waits
+///     //       for the timeout.)
+///     let input: Input = wait_for(timeout);
 ///
 ///     rtc.handle_input(input).unwrap();
 /// }
+/// # fn wait_for(timeout: Instant) -> Input<'static> {
+/// #     std::thread::sleep(timeout.saturating_duration_since(Instant::now()));
+/// #     Input::Timeout(timeout)
+/// # }
 /// ```
 pub struct Rtc {
     state: RtcState,
@@ -1444,9 +1453,13 @@ impl Rtc {
     /// let json = serde_json::to_vec(&offer).unwrap();
     ///
     /// // Send json OFFER to remote peer. Receive an answer back.
-    /// let answer: SdpAnswer = todo!();
+    /// let answer: SdpAnswer = receive_answer();
     ///
     /// rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    /// # fn receive_answer() -> SdpAnswer {
+    /// #     let json: &[u8] = b""; // from the remote peer
+    /// #     serde_json::from_slice(json).unwrap()
+    /// # }
     /// ```
     pub fn sdp_api(&mut self) -> SdpApi {
         SdpApi::new(self)
@@ -1468,21 +1481,21 @@ impl Rtc {
     /// # use str0m::Rtc;
     /// # use str0m::media::{MediaData, Mid};
     /// # use str0m::format::PayloadParams;
+    /// # fn example(mid: Mid, data: MediaData) {
     /// let mut rtc = Rtc::new(Instant::now());
     ///
-    /// // add candidates, do SDP negotiation
-    /// let mid: Mid = todo!(); // obtain mid from Event::MediaAdded.
+    /// // add candidates, do SDP negotiation; `mid` is obtained from Event::MediaAdded.
     ///
     /// // Writer for this mid.
     /// let writer = rtc.writer(mid).unwrap();
     ///
-    /// // Get incoming media data from another peer
-    /// let data: MediaData = todo!();
+    /// // `data` is incoming media data from another peer.
     ///
     /// // Match incoming PT to an outgoing PT.
     /// let pt = writer.match_params(data.params).unwrap();
     ///
     /// writer.write(pt, data.network_time, data.time, data.data).unwrap();
+    /// # }
     /// ```
     ///
     /// This is a frame level API: For RTP level see [`DirectApi::stream_tx()`]
@@ -1964,13 +1977,17 @@ impl Rtc {
     /// loop {
     ///     // TODO poll_timeout() and handle the output.
     ///
-    ///     let input: Input = todo!(); // read network data from socket.
+    ///     let input: Input = read_from_socket();
     ///     for rtc in &mut rtcs {
     ///         if rtc.accepts(&input) {
     ///             rtc.handle_input(input).unwrap();
+    ///             break;
     ///         }
     ///     }
     /// }
+    /// # fn read_from_socket() -> Input<'static> {
+    /// #     Input::Timeout(Instant::now()) // stands for a datagram read from the socket
+    /// # }
     /// ```
     pub fn accepts(&self, input: &Input) -> bool {
         let Input::Receive(_, r) = input else {
@@ -2020,11 +2037,22 @@ impl Rtc {
     /// let mut rtc = Rtc::new(Instant::now());
     ///
     /// loop {
-    ///     let timeout: Instant = todo!(); // rtc.poll_output() until we get a timeout.
+    ///     let timeout: Instant = drain(&mut rtc); // rtc.poll_output() until we get a timeout.
     ///
-    ///     let input: Input = todo!(); // wait for network data or timeout.
+    ///     let input: Input = wait_for(timeout); // wait for network data or timeout.
     ///     rtc.handle_input(input);
     /// }
+    /// # fn drain(rtc: &mut Rtc) -> Instant {
+    /// #     loop {
+    /// #         if let str0m::Output::Timeout(t) = rtc.poll_output().unwrap() {
+    /// #             return t;
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn wait_for(timeout: Instant) -> Input<'static> {
+    /// #     std::thread::sleep(timeout.saturating_duration_since(Instant::now()));
+    /// #     Input::Timeout(timeout)
+    /// # }
     /// ```
     pub fn handle_input(&mut self, input: Input) -> Result<(), RtcError> {
         if self.state == RtcState::Closed {
@@ -2217,11 +2245,13 @@ impl Rtc {
     /// ```no_run
     /// # use std::time::Instant;
     /// # use str0m::{Rtc, channel::ChannelId};
+    /// # fn example(cid: ChannelId) {
     /// let mut rtc = Rtc::new(Instant::now());
     ///
-    /// let cid: ChannelId = todo!(); // obtain channel id from Event::ChannelOpen
+    /// // `cid` is obtained from Event::ChannelOpen.
     /// let channel = rtc.channel(cid).unwrap();
     /// // TODO write data channel data.
+    /// # }
     /// ```
     pub fn channel(&mut self, id: ChannelId) -> Option<Channel<'_>> {
         if self.state != RtcState::Alive {

@@ -73,8 +73,8 @@ impl<'a> SdpApi<'a> {
     /// # use std::time::Instant;
     /// # use str0m::Rtc;
     /// # use str0m::change::{SdpOffer};
-    /// // obtain offer from remote peer.
-    /// let json_offer: &[u8] = todo!();
+    /// # fn example(json_offer: &[u8]) {
+    /// // `json_offer` is the offer obtained from the remote peer.
     /// let offer: SdpOffer = serde_json::from_slice(json_offer).unwrap();
     ///
     /// let mut rtc = Rtc::new(Instant::now());
@@ -82,6 +82,7 @@ impl<'a> SdpApi<'a> {
     ///
     /// // send json_answer to remote peer.
     /// let json_answer = serde_json::to_vec(&answer).unwrap();
+    /// # }
     /// ```
     pub fn accept_offer(mut self, offer: SdpOffer) -> Result<SdpAnswer, RtcError> {
         debug!("Accept offer");
@@ -162,16 +163,17 @@ impl<'a> SdpApi<'a> {
     /// # use str0m::Rtc;
     /// # use str0m::media::{MediaKind, Direction};
     /// # use str0m::change::SdpAnswer;
+    /// # fn example(answer: SdpAnswer) {
     /// let mut rtc = Rtc::new(Instant::now());
     ///
     /// let mut changes = rtc.sdp_api();
     /// let mid = changes.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     /// let (offer, pending) = changes.apply().unwrap();
     ///
-    /// // send offer to remote peer, receive answer back
-    /// let answer: SdpAnswer = todo!();
+    /// // send offer to remote peer, receive `answer` back
     ///
     /// rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    /// # }
     /// ```
     pub fn accept_answer(
         mut self,
@@ -560,16 +562,17 @@ impl<'a> SdpApi<'a> {
 /// # use str0m::Rtc;
 /// # use str0m::media::{MediaKind, Direction};
 /// # use str0m::change::SdpAnswer;
+/// # fn example(answer: SdpAnswer) {
 /// let mut rtc = Rtc::new(Instant::now());
 ///
 /// let mut changes = rtc.sdp_api();
 /// let mid = changes.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
 /// let (offer, pending) = changes.apply().unwrap();
 ///
-/// // send offer to remote peer, receive answer back
-/// let answer: SdpAnswer = todo!();
+/// // send offer to remote peer, receive `answer` back
 ///
 /// rtc.sdp_api().accept_answer(pending, answer).unwrap();
+/// # }
 /// ```
 pub struct SdpPendingOffer {
     change_id: usize,

@@ -302,10 +302,12 @@ impl Media {
     ///
     /// ```no_run
     /// # use str0m::media::Media;
-    /// let media: Media = todo!(); // Get hold of media row.
+    /// # fn example(media: &Media) {
+    /// // `media`: the media row in question.
     /// if media.direction().is_sending() {
     ///     // media.write(...);
     /// }
+    /// # }
     /// ```
     ///
     /// SDP level property.

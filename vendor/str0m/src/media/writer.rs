@@ -290,14 +290,15 @@ impl<'a> Writer<'a> {
     /// # use std::time::Instant;
     /// # use str0m::Rtc;
     /// # use str0m::media::{Mid, KeyframeRequestKind};
+    /// # fn example(mid: Mid) {
     /// let mut rtc = Rtc::new(Instant::now());
     ///
-    /// // add candidates, do SDP negotiation
-    /// let mid: Mid = todo!(); // obtain mid from Event::MediaAdded.
+    /// // add candidates, do SDP negotiation; `mid` is obtained from Event::MediaAdded.
     ///
-    /// let writer = rtc.writer(mid).unwrap();
+    /// let mut writer = rtc.writer(mid).unwrap();
     ///
     /// writer.request_keyframe(None, KeyframeRequestKind::Pli).unwrap();
+    /// # }
     /// ```
     pub fn request_keyframe(
         &mut self,

@@ -16,10 +16,8 @@ use serde::{Deserialize, Serialize};
 /// ```no_run
 /// # use str0m::Rtc;
 /// # use str0m::media::{Mid, MediaTime};
-/// # let rtc: Rtc = todo!();
-/// #
-/// // Obtain mid from Event::MediaAdded
-/// let mid: Mid = todo!();
+/// # fn example(mut rtc: Rtc, mid: Mid) {
+/// // `mid` is obtained from Event::MediaAdded.
 ///
 /// // Create a media writer for the mid.
 /// let writer = rtc.writer(mid).unwrap();
@@ -31,6 +29,7 @@ use serde::{Deserialize, Serialize};
 /// let freq = params.spec().clock_rate;
 ///
 /// let mtime = MediaTime::new(2000, freq);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Frequency(NonZeroU32);
@@ -150,10 +149,8 @@ impl<'de> Deserialize<'de> for Frequency {
 /// ```no_run
 /// # use str0m::Rtc;
 /// # use str0m::media::{Mid, MediaTime};
-/// # let rtc: Rtc = todo!();
-/// #
-/// // Obtain mid from Event::MediaAdded
-/// let mid: Mid = todo!();
+/// # fn example(mut rtc: Rtc, mid: Mid) {
+/// // `mid` is obtained from Event::MediaAdded.
 ///
 /// // Create a media writer for the mid.
 /// let writer = rtc.writer(mid).unwrap();
@@ -165,6 +162,7 @@ impl<'de> Deserialize<'de> for Frequency {
 /// let freq = params.spec().clock_rate;
 ///
 /// let mtime = MediaTime::new(2000, freq);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct MediaTime(u64, Frequency);
