@@ -71,8 +71,10 @@ struct Cli {
     video_kbps: u64,
     /// Publishers send each video frame's packets back to back at the frame's
     /// time, as a browser does (headless Chromium's frames reached the SFU
-    /// within 0.08 ms, median; see docs/benchmarks/sfu-core.md). By default
-    /// a layer's packets are spread evenly over the frame interval.
+    /// within 0.08 ms, median; see docs/benchmarks/sfu-core.md), and cut
+    /// about equally as libwebrtc cuts it (the remainder one byte each on the
+    /// last packets). By default a layer's packets are spread evenly over the
+    /// frame interval, all of one size.
     #[arg(long)]
     frame_bursts: bool,
     /// Seconds measured after everyone joined (and a warm-up).

@@ -148,6 +148,26 @@ impl OutTrack {
         };
         (start_of_frame, end_of_frame)
     }
+
+    /// The payload size of packet `index` (from 0) of the current frame.
+    /// Evenly spread packets are all `size`. A frame sent as a burst is cut
+    /// as libwebrtc cuts one (`RtpPacketizer::SplitAboutEqually`): its bytes
+    /// shared equally, the remainder one byte each on the last packets; the
+    /// frame's size varies by a few bytes from frame to frame, so every
+    /// remainder occurs. (The SFU's GSO runs depend on it: a run is packets of
+    /// one length, the last possibly shorter.)
+    fn packet_size(&self, index: u32) -> usize {
+        if self.frame_interval.is_none() || self.packets_per_frame <= 1 {
+            return self.size;
+        }
+        let count = self.packets_per_frame as usize;
+        let mix = (u64::from(self.frame).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ u64::from(self.wire_id))
+            >> 32;
+        let total = self.size * count - (mix as usize % count);
+        let (base, larger) = (total / count, total % count);
+        base + usize::from(index as usize >= count - larger)
+    }
 }
 
 /// Counters the orchestrator reads while the test runs.
@@ -690,14 +710,16 @@ impl Participant {
         for i in 0..self.out.len() {
             while self.out[i].next_send <= now {
                 let t = &mut self.out[i];
+                let index = t.in_frame;
                 let (start_of_frame, marker) = t.advance();
+                let size = t.packet_size(index);
                 let key = t.kind == MediaKind::Video
                     && start_of_frame
                     && (t.keyframe_wanted || t.frame % 90 == 1);
                 if key {
                     t.keyframe_wanted = false;
                 }
-                let mut payload = Vec::with_capacity(t.size.max(BODY_AT + 23));
+                let mut payload = Vec::with_capacity(size.max(BODY_AT + 23));
                 payload.extend_from_slice(&vp8_header(start_of_frame, key));
                 payload.extend_from_slice(&MAGIC);
                 payload.extend_from_slice(&t.wire_id.to_be_bytes());
@@ -711,7 +733,7 @@ impl Participant {
                 payload.extend_from_slice(&t.seq.to_be_bytes());
                 let sent_us = now.saturating_duration_since(epoch).as_micros() as u64;
                 payload.extend_from_slice(&sent_us.to_be_bytes());
-                payload.resize(t.size.max(payload.len()), 0x5a);
+                payload.resize(size.max(payload.len()), 0x5a);
                 let clock = if t.kind == MediaKind::Audio {
                     48_000
                 } else {
@@ -840,6 +862,37 @@ mod tests {
             let markers: Vec<bool> = frame.iter().map(|(_, m)| *m).collect();
             assert_eq!(markers, [false, false, false, true], "frame {n}");
         }
+    }
+
+    #[test]
+    fn a_burst_frame_is_split_about_equally_with_the_larger_packets_last() {
+        let start = Instant::now();
+        let mut t = track(Some(Duration::from_secs(1) / 30), start);
+        let mut remainders = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let sizes: Vec<usize> = (0..4)
+                .map(|_| {
+                    let index = t.in_frame;
+                    t.advance();
+                    t.packet_size(index)
+                })
+                .collect();
+            let total: usize = sizes.iter().sum();
+            assert!(total <= 4 * 1150 && total > 4 * 1150 - 4, "{sizes:?}");
+            assert!(
+                sizes.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1),
+                "{sizes:?}"
+            );
+            remainders.insert(sizes.iter().filter(|&&s| s > sizes[0]).count());
+        }
+        assert_eq!(
+            remainders.len(),
+            4,
+            "every remainder occurs: {remainders:?}"
+        );
+        // Spread packets keep the layer's size.
+        let spread = track(None, start);
+        assert!((0..4).all(|i| spread.packet_size(i) == 1150));
     }
 
     #[test]

@@ -55,6 +55,11 @@ struct Cli {
     /// net.core.rmem_max / wmem_max unless the process has CAP_NET_ADMIN).
     #[arg(long, env = "SFU_SOCKET_BUFFER_BYTES", default_value_t = sfu::Config::DEFAULT_SOCKET_BUFFER)]
     sfu_socket_buffer: usize,
+    /// Send a subscriber's back-to-back media datagrams as one GSO datagram
+    /// (falls back by itself where the kernel refuses it).
+    #[arg(long, env = "SFU_GSO", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    sfu_gso: bool,
     /// Service credential between signaling and the SFU. Unset: a fresh random one.
     #[arg(long, env = "SFU_CONTROL_TOKEN")]
     sfu_control_token: Option<Secret<String>>,
@@ -142,6 +147,7 @@ async fn run(cli: Cli, shutdown: CancellationToken) -> Result<(), StartError> {
         disconnect_grace: sfu::Config::DEFAULT_DISCONNECT_GRACE,
         ice_tcp: cli.sfu_ice_tcp,
         socket_buffer: cli.sfu_socket_buffer,
+        gso: cli.sfu_gso,
     };
 
     let users_auth_url = loopback_url(auth_l.addr);

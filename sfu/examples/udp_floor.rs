@@ -1,10 +1,12 @@
 //! What the kernel's UDP send alone costs per forwarded copy on this machine:
 //! the ceiling of "forwarded packets per SFU CPU-second" for any SFU that
-//! sends every copy as its own datagram from one socket, as ours does.
+//! sends every copy as its own datagram from one socket, and what GSO saves
+//! when a receiver's copies go as one run.
 //!
 //! One thread sends through the SFU's own media socket code
-//! (`sfu::udp::MediaSocket`, `sendmmsg` in batches of 32) a burst of `P`
-//! datagrams to each of `N` receivers on 127.0.0.1, `bursts` times a second,
+//! (`sfu::udp::MediaSocket`: `sendmmsg` in batches of 32, or one GSO
+//! `sendmsg` per run to one receiver) a burst of `P` datagrams to each of
+//! `N` receivers on 127.0.0.1, `bursts` times a second,
 //! and does nothing else: no str0m, no routing, no encryption. Receivers are
 //! sockets read by a second thread, which sleeps between bursts like the
 //! load test's receivers do, so each burst wakes it as real traffic would.
@@ -12,11 +14,14 @@
 //! the load test counts the SFU process's.
 //!
 //! ```text
-//! cargo run --release -p sfu --example udp_floor -- [receivers] [seconds] [packets-per-burst] [bursts-per-second] [bytes]
+//! cargo run --release -p sfu --example udp_floor -- [receivers] [seconds] [packets-per-burst] [bursts-per-second] [bytes] [gso]
 //! ```
 //!
-//! Defaults (150, 10, 3, 60, 1000) are close to the load test's video fan-out:
-//! ~180 packets a second to each receiver, ~27 000 datagrams a second.
+//! Defaults (150, 10, 3, 60, 1000, 0) are close to the load test's video
+//! fan-out: ~180 packets a second to each receiver, ~27 000 datagrams a
+//! second. With `gso` 1 the socket sends each receiver's burst as one GSO
+//! run (as the SFU does with a subscriber's copies of a frame); with 0 every
+//! datagram goes alone, as before GSO.
 
 use sfu::udp::{MediaSocket, size_buffers};
 use std::net::SocketAddr;
@@ -28,7 +33,7 @@ fn main() {
         .map(|a| {
             a.parse().unwrap_or_else(|_| {
                 eprintln!(
-                    "usage: udp_floor [receivers] [seconds] [packets-per-burst] [bursts-per-second] [bytes]"
+                    "usage: udp_floor [receivers] [seconds] [packets-per-burst] [bursts-per-second] [bytes] [gso 0|1]"
                 );
                 std::process::exit(2)
             })
@@ -40,6 +45,7 @@ fn main() {
     let per_burst = arg(2, 3) as usize;
     let bursts_per_second = arg(3, 60).max(1);
     let bytes = arg(4, 1000) as usize;
+    let gso = arg(5, 0) == 1;
 
     // Receivers: plain sockets on their own thread, drained whenever readable.
     let mut sockets = Vec::new();
@@ -97,6 +103,7 @@ fn main() {
         size_buffers(&socket, 4 << 20).expect("size the sender's buffers");
         socket.set_nonblocking(true).expect("non-blocking sender");
         let mut socket = MediaSocket::new(tokio::net::UdpSocket::from_std(socket).expect("tokio"));
+        socket.set_gso(gso);
         let payload = vec![0x5au8; bytes];
         // One burst: each receiver's packets back to back, as the SFU's
         // batched pass sends a frame's copies.
@@ -130,10 +137,11 @@ fn main() {
                     Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                         socket.writable().await.expect("writable");
                     }
-                    Err(err) => panic!("sendmmsg failed: {err}"),
+                    Err(err) => panic!("send failed: {err}"),
                 }
             }
         }
+        assert_eq!(socket.gso(), gso, "the kernel refused GSO");
         let (at, cpu0, system0, sent0) = measuring.expect("measured");
         (
             at.elapsed(),
@@ -148,9 +156,10 @@ fn main() {
     let user = cpu.saturating_sub(system);
     let cpu = cpu.as_secs_f64();
     println!(
-        "{receivers} receivers, {per_burst} x {bytes} B per receiver {bursts_per_second} times a second: \
+        "{receivers} receivers, {per_burst} x {bytes} B per receiver {bursts_per_second} times a second{}: \
          {sent} datagrams in {:.1} s ({:.0}/s), sender CPU {:.3} s (user {:.3}, system {:.3}) -> \
          {:.2} us per datagram, {:.0} datagrams per sender CPU-second; {} received",
+        if gso { ", GSO" } else { "" },
         wall.as_secs_f64(),
         sent as f64 / wall.as_secs_f64(),
         cpu,

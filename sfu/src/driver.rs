@@ -9,7 +9,7 @@
 use crate::core::{Sfu, SfuConfig, SfuStats, Transmit};
 use crate::metrics::SfuMetrics;
 use crate::tcp::{TcpInput, TcpMedia, TcpStats};
-use crate::udp::{BATCH, MediaSocket};
+use crate::udp::{BATCH, MediaSocket, SendStats};
 use proto::sfu::SfuEvent;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -82,17 +82,32 @@ impl WorkerHandle {
     }
 }
 
+/// How a worker serves its participants, from the node's [`crate::Config`].
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    /// The address offered as the ICE host candidate (the port is the worker's).
+    pub candidate_addr: SocketAddr,
+    /// How long a participant whose media connection dropped is kept.
+    pub disconnect_grace: Duration,
+    /// Send runs to one destination as GSO datagrams (see [`crate::udp`]).
+    pub gso: bool,
+}
+
 /// Start a worker on its own thread, serving `socket` (and, for ICE over TCP,
 /// `tcp`, bound to the same port number) until `shutdown`.
 pub fn spawn(
     index: usize,
     socket: std::net::UdpSocket,
     tcp: Option<std::net::TcpListener>,
-    candidate_addr: SocketAddr,
-    disconnect_grace: Duration,
+    settings: WorkerSettings,
     metrics: SfuMetrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<WorkerHandle> {
+    let WorkerSettings {
+        candidate_addr,
+        disconnect_grace,
+        gso,
+    } = settings;
     socket.set_nonblocking(true)?;
     let local_addr = socket.local_addr()?;
     let (commands, command_rx) = mpsc::unbounded_channel();
@@ -155,7 +170,11 @@ pub fn spawn(
                 };
                 let worker = Worker {
                     sfu: Sfu::new(config, Instant::now()),
-                    socket: MediaSocket::new(socket),
+                    socket: {
+                        let mut socket = MediaSocket::new(socket);
+                        socket.set_gso(gso);
+                        socket
+                    },
                     tcp,
                     reported_tcp: TcpStats::default(),
                     outbox: VecDeque::new(),
@@ -168,6 +187,7 @@ pub fn spawn(
                     rate_window: (Instant::now(), 0),
                     label: index.to_string(),
                     reported_overflow: 0,
+                    reported_sends: SendStats::default(),
                 };
                 worker.run(shutdown).await;
             });
@@ -197,6 +217,7 @@ struct Worker {
     label: String,
     /// The socket's overflow-drop count as last pushed to the metrics.
     reported_overflow: u32,
+    reported_sends: SendStats,
 }
 
 impl Worker {
@@ -374,6 +395,9 @@ impl Worker {
         self.metrics
             .add_socket_overflow_drops(overflow.wrapping_sub(self.reported_overflow));
         self.reported_overflow = overflow;
+        let sends = self.socket.send_stats();
+        self.metrics.add_send_delta(&self.reported_sends, &sends);
+        self.reported_sends = sends;
         if let Some(tcp) = &self.tcp {
             self.metrics.add_tcp_delta(&self.reported_tcp, &tcp.stats);
             self.metrics.set_tcp_connections(&self.label, tcp.open());

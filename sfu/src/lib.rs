@@ -48,6 +48,10 @@ pub struct Config {
     /// Receive and send buffer asked for on each media socket, bytes (see
     /// [`udp::size_buffers`]).
     pub socket_buffer: usize,
+    /// Send a run of datagrams to one destination (a subscriber's copies of
+    /// a video frame) as one GSO datagram (see [`udp`]). On by default; the
+    /// socket falls back by itself where the kernel refuses it.
+    pub gso: bool,
 }
 
 impl Config {
@@ -113,8 +117,11 @@ pub async fn build_with_workers(
             index,
             socket,
             tcp,
-            candidate,
-            config.disconnect_grace,
+            driver::WorkerSettings {
+                candidate_addr: candidate,
+                disconnect_grace: config.disconnect_grace,
+                gso: config.gso,
+            },
             sfu_metrics.clone(),
             shutdown.clone(),
         )

@@ -44,6 +44,12 @@ struct Cli {
     /// net.core.rmem_max / wmem_max unless the process has CAP_NET_ADMIN.
     #[arg(long, env = "SFU_SOCKET_BUFFER_BYTES", default_value_t = sfu::Config::DEFAULT_SOCKET_BUFFER)]
     socket_buffer: usize,
+    /// Send a subscriber's back-to-back datagrams (a video frame's copies) as
+    /// one GSO datagram: the kernel's send path once per run. Falls back by
+    /// itself where the kernel or device refuses it.
+    #[arg(long, env = "SFU_GSO", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    gso: bool,
     #[command(flatten)]
     service: ServiceArgs,
 }
@@ -59,6 +65,7 @@ async fn main() -> ExitCode {
         disconnect_grace: Duration::from_secs(cli.disconnect_grace_secs),
         ice_tcp: cli.ice_tcp,
         socket_buffer: cli.socket_buffer,
+        gso: cli.gso,
     };
     let workers = cli.workers;
     let drain_limit = Duration::from_secs(cli.drain_secs);

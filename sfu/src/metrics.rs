@@ -2,6 +2,7 @@
 
 use crate::core::SfuStats;
 use crate::tcp::TcpStats;
+use crate::udp::SendStats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +36,8 @@ pub struct SfuMetrics {
     tcp_timed_out: Counter,
     tcp_frames_dropped: Counter,
     socket_overflow_drops: Counter,
+    udp_send_calls: Counter,
+    udp_gso_datagrams: Counter,
     tcp_connections: Family<WorkerLabel, Gauge>,
     rooms: Family<WorkerLabel, Gauge>,
     participants: Family<WorkerLabel, Gauge>,
@@ -189,6 +192,16 @@ impl SfuMetrics {
              (raise SFU_SOCKET_BUFFER_BYTES and net.core.rmem_max if this grows)",
             m.socket_overflow_drops.clone(),
         );
+        metrics.register(
+            "sfu_udp_send_calls",
+            "System calls that sent media-socket datagrams (sendmmsg, or sendmsg of a GSO run)",
+            m.udp_send_calls.clone(),
+        );
+        metrics.register(
+            "sfu_udp_gso_datagrams",
+            "Datagrams sent as segments of GSO runs (one destination, one call)",
+            m.udp_gso_datagrams.clone(),
+        );
         for (name, help, counter) in counters.into_iter().chain(tcp_counters) {
             metrics.register(name, help, counter.clone());
         }
@@ -307,6 +320,14 @@ impl SfuMetrics {
     /// `dropped` more datagrams were lost on a full media socket buffer.
     pub fn add_socket_overflow_drops(&self, dropped: u32) {
         self.socket_overflow_drops.inc_by(u64::from(dropped));
+    }
+
+    /// The media socket's sending since the last report.
+    pub fn add_send_delta(&self, before: &SendStats, now: &SendStats) {
+        self.udp_send_calls
+            .inc_by(now.calls.saturating_sub(before.calls));
+        self.udp_gso_datagrams
+            .inc_by(now.gso_datagrams.saturating_sub(before.gso_datagrams));
     }
 
     pub fn set_tcp_connections(&self, worker: &str, open: usize) {

@@ -1,9 +1,21 @@
 //! The media socket, read and written in batches: one `recvmmsg` takes every
 //! datagram already queued (up to [`BATCH`]), one `sendmmsg` sends up to
-//! [`BATCH`] datagrams to as many destinations. A fan-out sends each packet to
-//! a different subscriber, so GSO (one destination per call) would not pay;
-//! batching saves the per-call cost of entering the kernel and looking up the
-//! socket, which at tens of thousands of packets a second is worth having.
+//! [`BATCH`] datagrams to as many destinations. Batching saves the per-call
+//! cost of entering the kernel and looking up the socket, which at tens of
+//! thousands of packets a second is worth having.
+//!
+//! GSO where it pays: a browser sends a video frame's packets back to back,
+//! and one session pass sends a subscriber its copies of all of them, so the
+//! outbox holds runs of datagrams to one destination. Such a run goes as one
+//! datagram with the `UDP_SEGMENT` option (GSO): the kernel takes the whole
+//! run through its send path once and cuts it into the original datagrams
+//! at the end (on the wire nothing changes). GSO cuts at one size, so a run
+//! is datagrams of the first one's length, the last possibly shorter;
+//! browsers split a frame about equally (libwebrtc's larger packets come
+//! last), so a frame makes one or two runs. On loopback the kernel's cost
+//! per datagram falls by 15–20% in runs of two, 40–45% in runs of four and
+//! ~60% in runs of eight (`examples/udp_floor.rs`). A kernel or device without it answers `EIO` or
+//! `EINVAL`: the socket then stops trying and sends datagram by datagram.
 //!
 //! Built on nix's safe wrappers of the two calls; the socket stays a tokio
 //! `UdpSocket` for readiness.
@@ -17,9 +29,10 @@
 //! before any code of ours sees it, so it is counted ([`MediaSocket::overflow_drops`]).
 //! [`size_buffers`] makes both buffers large enough for bursts in the first place.
 
+use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
-    sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+    sendmmsg, sendmsg, setsockopt, sockopt,
 };
 use nix::sys::time::TimeSpec;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -33,6 +46,11 @@ use tokio::net::UdpSocket;
 pub const BATCH: usize = 32;
 /// Largest datagram read; anything longer is truncated and then rejected.
 pub const MAX_DATAGRAM: usize = 2048;
+/// Most datagrams one GSO send carries: the kernel's limit (`UDP_MAX_SEGMENTS`).
+pub const MAX_SEGMENTS: usize = 64;
+/// Most bytes one GSO send carries: a UDP datagram's payload limit over IPv6
+/// (65 535 less the UDP header), the lower of the two families'.
+const MAX_GSO_BYTES: usize = 65_527;
 
 /// The receive and send buffer sizes a media socket got from the kernel, in
 /// payload bytes (Linux reports twice that, its bookkeeping included).
@@ -93,6 +111,21 @@ pub struct MediaSocket {
     /// The kernel's count of datagrams dropped on a full receive buffer, as
     /// last reported with a received datagram.
     overflow_drops: u32,
+    /// Whether runs to one destination go as one GSO send.
+    gso: bool,
+    sends: SendStats,
+}
+
+/// What the sending side did, cumulative: how many system calls took how many
+/// datagrams, and how many of those went in GSO runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    /// `sendmmsg` and `sendmsg` calls that sent something.
+    pub calls: u64,
+    /// Datagrams those calls sent (each GSO segment counts as one).
+    pub datagrams: u64,
+    /// Datagrams sent as segments of GSO runs (included in `datagrams`).
+    pub gso_datagrams: u64,
 }
 
 impl MediaSocket {
@@ -113,7 +146,25 @@ impl MediaSocket {
             received: Vec::with_capacity(BATCH),
             addresses: Vec::with_capacity(BATCH),
             overflow_drops: 0,
+            gso: cfg!(target_os = "linux"),
+            sends: SendStats::default(),
         }
+    }
+
+    /// Send runs to one destination as GSO datagrams (on by default on
+    /// Linux); off, every datagram goes alone.
+    pub fn set_gso(&mut self, on: bool) {
+        self.gso = on && cfg!(target_os = "linux");
+    }
+
+    /// Whether GSO is in use: asked for and not refused by the kernel.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// What the sending side has done so far.
+    pub fn send_stats(&self) -> SendStats {
+        self.sends
     }
 
     /// Datagrams the kernel dropped on this socket because its receive
@@ -208,13 +259,81 @@ impl MediaSocket {
         (r, &self.buffers[start..start + r.len.min(MAX_DATAGRAM)])
     }
 
-    /// Send up to [`BATCH`] of `datagrams` in one call without waiting; how
-    /// many went. `WouldBlock` when the socket buffer is full. An error that
-    /// concerns the first datagram alone (a destination the kernel refuses) is
-    /// returned as is: the caller drops that datagram and carries on.
+    /// Send the first of `datagrams` in one call without waiting: a GSO run
+    /// to one destination (see the module's notes) or up to [`BATCH`]
+    /// datagrams each alone; how many went. Order is kept: a call sends a
+    /// prefix. `WouldBlock` when the socket buffer is full. An error that
+    /// concerns the first datagram alone (a destination the kernel refuses)
+    /// is returned as is: the caller drops that datagram and carries on.
     pub fn try_send_batch<'d>(
         &mut self,
-        datagrams: impl ExactSizeIterator<Item = (SocketAddr, &'d [u8])> + Clone,
+        datagrams: impl Iterator<Item = (SocketAddr, &'d [u8])> + Clone,
+    ) -> io::Result<usize> {
+        if self.gso {
+            let run = gso_run(datagrams.clone());
+            if run >= 2 {
+                match self.try_send_run(datagrams.clone().take(run)) {
+                    Ok(()) => {
+                        self.count_sent(run, run);
+                        return Ok(run);
+                    }
+                    Err(err) if gso_refused(&err) => {
+                        // Not this kernel or device: the rest of this
+                        // socket's life goes datagram by datagram.
+                        tracing::warn!(%err, "GSO refused on the media socket; sending datagrams one by one");
+                        self.gso = false;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        // Alone: up to the next run (which the next call sends as one).
+        let alone = if self.gso {
+            singles_before_run(datagrams.clone()).min(BATCH)
+        } else {
+            BATCH
+        };
+        let sent = self.try_send_each(datagrams.take(alone))?;
+        self.count_sent(sent, 0);
+        Ok(sent)
+    }
+
+    fn count_sent(&mut self, datagrams: usize, gso: usize) {
+        self.sends.calls += 1;
+        self.sends.datagrams += datagrams as u64;
+        self.sends.gso_datagrams += gso as u64;
+    }
+
+    /// One `sendmsg` of a run [`gso_run`] found: the datagrams gathered
+    /// straight from their buffers, cut by the kernel at the first one's
+    /// length.
+    fn try_send_run<'d>(
+        &mut self,
+        run: impl Iterator<Item = (SocketAddr, &'d [u8])> + Clone,
+    ) -> io::Result<()> {
+        let Some((to, first)) = run.clone().next() else {
+            return Ok(());
+        };
+        let to = SockaddrStorage::from(to);
+        let segment = u16::try_from(first.len()).map_err(|_| Errno::EMSGSIZE)?;
+        let slices: Vec<IoSlice<'_>> = run.map(|(_, bytes)| IoSlice::new(bytes)).collect();
+        let socket = &self.socket;
+        socket.try_io(Interest::WRITABLE, || {
+            sendmsg(
+                socket.as_raw_fd(),
+                &slices,
+                &[ControlMessage::UdpGsoSegments(&segment)],
+                MsgFlags::MSG_DONTWAIT,
+                Some(&to),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// One `sendmmsg` of each of `datagrams` alone (up to [`BATCH`]).
+    fn try_send_each<'d>(
+        &mut self,
+        datagrams: impl Iterator<Item = (SocketAddr, &'d [u8])> + Clone,
     ) -> io::Result<usize> {
         let MediaSocket {
             socket,
@@ -245,6 +364,67 @@ impl MediaSocket {
             Ok(sent.count())
         })
     }
+}
+
+/// How many of the first `datagrams` make one GSO run: the same destination,
+/// each as long as the first but the last, which may be shorter (the kernel
+/// cuts a GSO datagram at one length), at most [`MAX_SEGMENTS`] and
+/// [`MAX_GSO_BYTES`]. 1 when the second cannot join the first; 0 when there
+/// is nothing.
+pub fn gso_run<'d>(mut datagrams: impl Iterator<Item = (SocketAddr, &'d [u8])>) -> usize {
+    let Some((to, first)) = datagrams.next() else {
+        return 0;
+    };
+    let segment = first.len();
+    if segment == 0 {
+        return 1;
+    }
+    let (mut count, mut bytes) = (1, segment);
+    for (next_to, next) in datagrams {
+        if count == MAX_SEGMENTS
+            || next_to != to
+            || next.is_empty()
+            || next.len() > segment
+            || bytes + next.len() > MAX_GSO_BYTES
+        {
+            break;
+        }
+        count += 1;
+        bytes += next.len();
+        if next.len() < segment {
+            break; // a shorter one ends the run
+        }
+    }
+    count
+}
+
+/// How many of the first `datagrams` go alone before the first GSO run.
+fn singles_before_run<'d>(
+    datagrams: impl Iterator<Item = (SocketAddr, &'d [u8])> + Clone,
+) -> usize {
+    let mut rest = datagrams;
+    let mut alone = 0;
+    while alone < BATCH {
+        match gso_run(rest.clone()) {
+            0 => break,
+            1 => {
+                alone += 1;
+                rest.next();
+            }
+            _ => break,
+        }
+    }
+    alone
+}
+
+/// Whether a GSO send failed because GSO is not available here, rather than
+/// for its destination: `EIO` (the device cannot checksum for GSO), `EINVAL`
+/// (a kernel that knows no `UDP_SEGMENT`), `ENOPROTOOPT`/`EOPNOTSUPP`.
+fn gso_refused(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP)
+    )
 }
 
 /// Headers for [`BATCH`] datagrams, each with room for a receive timestamp
@@ -335,6 +515,179 @@ mod tests {
         let stamps = read_all(&mut socket).await;
         assert_eq!(socket.overflow_drops(), 0);
         assert_eq!(stamps.len(), SENT);
+    }
+
+    /// Datagrams of these lengths, to `a` or `b`, each filled with its own
+    /// index so a receiver can tell them apart.
+    fn datagrams(
+        spec: &[(char, usize)],
+        a: SocketAddr,
+        b: SocketAddr,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, (to, len))| (if *to == 'a' { a } else { b }, vec![i as u8; *len]))
+            .collect()
+    }
+
+    fn run_of(spec: &[(char, usize)]) -> usize {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let d = datagrams(spec, a, b);
+        gso_run(d.iter().map(|(to, bytes)| (*to, bytes.as_slice())))
+    }
+
+    #[test]
+    fn a_gso_run_is_one_destination_cut_at_the_first_length() {
+        assert_eq!(run_of(&[]), 0);
+        assert_eq!(run_of(&[('a', 1000)]), 1);
+        // A frame split equally, then the next subscriber's copies.
+        assert_eq!(
+            run_of(&[('a', 1000), ('a', 1000), ('a', 1000), ('b', 1000)]),
+            3
+        );
+        // The last may be shorter, and ends the run.
+        assert_eq!(
+            run_of(&[('a', 1000), ('a', 1000), ('a', 700), ('a', 700)]),
+            3
+        );
+        // libwebrtc puts the one-byte-larger packets last: they start a run of their own.
+        assert_eq!(run_of(&[('a', 1000), ('a', 1001), ('a', 1001)]), 1);
+        assert_eq!(run_of(&[('a', 1001), ('a', 1001)]), 2);
+        // An empty datagram cannot be a segment.
+        assert_eq!(run_of(&[('a', 0), ('a', 0)]), 1);
+        assert_eq!(run_of(&[('a', 100), ('a', 0)]), 1);
+    }
+
+    #[test]
+    fn a_gso_run_stays_within_the_kernel_limits() {
+        let many = vec![('a', 100); MAX_SEGMENTS + 10];
+        assert_eq!(run_of(&many), MAX_SEGMENTS);
+        // 1 500-byte datagrams: 43 fit under 65 527 bytes.
+        let large = vec![('a', 1500); 60];
+        assert_eq!(run_of(&large), MAX_GSO_BYTES / 1500);
+    }
+
+    /// Send `spec` through a media socket with GSO `on` until all went;
+    /// what each of the two receivers got, in order, the socket's stats and
+    /// whether it still has GSO on.
+    async fn send_through(
+        spec: &[(char, usize)],
+        on: bool,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, SendStats, bool) {
+        let (mut socket, _) = media_socket(1 << 20);
+        socket.set_gso(on);
+        let receivers: Vec<std::net::UdpSocket> = (0..2)
+            .map(|_| {
+                let r = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                size_buffers(&r, 1 << 20).unwrap();
+                r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                r
+            })
+            .collect();
+        let (a, b) = (
+            receivers[0].local_addr().unwrap(),
+            receivers[1].local_addr().unwrap(),
+        );
+        let all = datagrams(spec, a, b);
+        let mut next = 0;
+        while next < all.len() {
+            let batch = all[next..]
+                .iter()
+                .map(|(to, bytes)| (*to, bytes.as_slice()));
+            match socket.try_send_batch(batch) {
+                Ok(sent) => next += sent,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    socket.writable().await.unwrap()
+                }
+                Err(err) => panic!("send failed: {err}"),
+            }
+        }
+        let read = |r: &std::net::UdpSocket, count: usize| -> Vec<Vec<u8>> {
+            let mut buffer = [0u8; 70_000];
+            (0..count)
+                .map(|_| {
+                    let len = r.recv(&mut buffer).expect("a datagram");
+                    buffer[..len].to_vec()
+                })
+                .collect()
+        };
+        let to_a = spec.iter().filter(|(to, _)| *to == 'a').count();
+        let got_a = read(&receivers[0], to_a);
+        let got_b = read(&receivers[1], spec.len() - to_a);
+        (got_a, got_b, socket.send_stats(), socket.gso())
+    }
+
+    #[tokio::test]
+    async fn gso_runs_arrive_as_the_datagrams_they_were_in_order() {
+        // Two subscribers' copies of a frame split as libwebrtc does (larger
+        // last), a shorter tail, and an RTCP packet in between.
+        let spec = [
+            ('a', 1000),
+            ('a', 1000),
+            ('a', 1001),
+            ('a', 1001),
+            ('b', 1000),
+            ('b', 1000),
+            ('b', 1001),
+            ('b', 1001),
+            ('a', 80),
+            ('b', 1150),
+            ('b', 1150),
+            ('b', 1150),
+            ('b', 300),
+        ];
+        let (got_a, got_b, stats, gso_kept) = send_through(&spec, true).await;
+        let want = |who: char| -> Vec<Vec<u8>> {
+            spec.iter()
+                .enumerate()
+                .filter(|(_, (to, _))| *to == who)
+                .map(|(i, (_, len))| vec![i as u8; *len])
+                .collect()
+        };
+        assert_eq!(got_a, want('a'), "each datagram whole, in order");
+        assert_eq!(got_b, want('b'));
+        // Runs: a[0,1] a[2,3] b[4,5] b[6,7] (a[8] alone) b[9..12].
+        assert_eq!(stats.gso_datagrams, 12);
+        assert_eq!(stats.datagrams, 13);
+        assert_eq!(
+            stats.calls, 6,
+            "five runs and one call for the datagram alone"
+        );
+        assert!(gso_kept, "loopback takes GSO: the socket kept it on");
+
+        // Without GSO the same datagrams arrive the same way, in one call.
+        let (plain_a, plain_b, plain, _) = send_through(&spec, false).await;
+        assert_eq!((plain_a, plain_b), (want('a'), want('b')));
+        assert_eq!(
+            plain,
+            SendStats {
+                calls: 1,
+                datagrams: 13,
+                gso_datagrams: 0
+            }
+        );
+    }
+
+    #[test]
+    fn only_errors_that_mean_no_gso_turn_it_off() {
+        for errno in [
+            Errno::EIO,
+            Errno::EINVAL,
+            Errno::ENOPROTOOPT,
+            Errno::EOPNOTSUPP,
+        ] {
+            assert!(gso_refused(&io::Error::from(errno)), "{errno}");
+        }
+        // A refused destination or a full buffer says nothing about GSO.
+        for errno in [
+            Errno::EAGAIN,
+            Errno::ENETUNREACH,
+            Errno::EACCES,
+            Errno::EPERM,
+        ] {
+            assert!(!gso_refused(&io::Error::from(errno)), "{errno}");
+        }
     }
 
     #[test]

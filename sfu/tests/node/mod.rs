@@ -41,6 +41,7 @@ pub async fn spawn_node_with(workers: usize) -> Node {
         disconnect_grace: Duration::from_secs(5),
         ice_tcp: true,
         socket_buffer: sfu::Config::DEFAULT_SOCKET_BUFFER,
+        gso: true,
     };
     let (router, handles) = sfu::build_with_workers(config, workers, shutdown.clone())
         .await

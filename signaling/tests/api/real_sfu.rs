@@ -38,6 +38,7 @@ async fn spawn_node() -> Node {
         disconnect_grace: Duration::from_secs(5),
         ice_tcp: true,
         socket_buffer: sfu::Config::DEFAULT_SOCKET_BUFFER,
+        gso: true,
     };
     let router = sfu::build(config, shutdown.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
