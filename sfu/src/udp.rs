@@ -14,8 +14,10 @@
 //! browsers split a frame about equally (libwebrtc's larger packets come
 //! last), so a frame makes one or two runs. On loopback the kernel's cost
 //! per datagram falls by 15–20% in runs of two, 40–45% in runs of four and
-//! ~60% in runs of eight (`examples/udp_floor.rs`). A kernel or device without it answers `EIO` or
-//! `EINVAL`: the socket then stops trying and sends datagram by datagram.
+//! ~60% in runs of eight (`examples/udp_floor.rs`). A kernel without GSO
+//! (before Linux 4.18) is found when the socket is made (it does not know the
+//! socket option); a device that cannot do it refuses the first run (`EIO`),
+//! and the socket then sends datagram by datagram for good.
 //!
 //! Built on nix's safe wrappers of the two calls; the socket stays a tokio
 //! `UdpSocket` for readiness.
@@ -138,6 +140,7 @@ impl MediaSocket {
         if let Err(err) = setsockopt(&socket, sockopt::RxqOvfl, &1) {
             tracing::debug!(%err, "no kernel count of receive-buffer drops");
         }
+        let gso = gso_supported(&socket);
         MediaSocket {
             socket,
             recv_headers: recv_headers(),
@@ -146,15 +149,15 @@ impl MediaSocket {
             received: Vec::with_capacity(BATCH),
             addresses: Vec::with_capacity(BATCH),
             overflow_drops: 0,
-            gso: cfg!(target_os = "linux"),
+            gso,
             sends: SendStats::default(),
         }
     }
 
-    /// Send runs to one destination as GSO datagrams (on by default on
-    /// Linux); off, every datagram goes alone.
+    /// Send runs to one destination as GSO datagrams (on by default where
+    /// the kernel knows `UDP_SEGMENT`); off, every datagram goes alone.
     pub fn set_gso(&mut self, on: bool) {
-        self.gso = on && cfg!(target_os = "linux");
+        self.gso = on && gso_supported(&self.socket);
     }
 
     /// Whether GSO is in use: asked for and not refused by the kernel.
@@ -417,6 +420,13 @@ fn singles_before_run<'d>(
     alone
 }
 
+/// Whether the kernel knows GSO for UDP (Linux 4.18 on): it answers for the
+/// socket option. A device that cannot do it still refuses the first send
+/// (see [`gso_refused`]).
+fn gso_supported(socket: &UdpSocket) -> bool {
+    nix::sys::socket::getsockopt(socket, sockopt::UdpGsoSegment).is_ok()
+}
+
 /// Whether a GSO send failed because GSO is not available here, rather than
 /// for its destination: `EIO` (the device cannot checksum for GSO), `EINVAL`
 /// (a kernel that knows no `UDP_SEGMENT`), `ENOPROTOOPT`/`EOPNOTSUPP`.
@@ -667,6 +677,17 @@ mod tests {
                 gso_datagrams: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_socket_has_gso_where_the_kernel_knows_it_and_it_can_be_turned_off() {
+        let (mut socket, _) = media_socket(1 << 16);
+        // Linux 4.18 and later: every machine this runs on.
+        assert!(socket.gso(), "this kernel knows UDP_SEGMENT");
+        socket.set_gso(false);
+        assert!(!socket.gso());
+        socket.set_gso(true);
+        assert!(socket.gso());
     }
 
     #[test]
