@@ -200,17 +200,6 @@ export async function startOidcProvider(redirectUris) {
     issuer,
     pid: child.pid,
     async stop() {
-      if (process.env.E2E_SFU_COUNTERS === '1' && addrs.sfu) {
-        // A measurement aid (docs/benchmarks/sfu-core.md): how the SFU sent
-        // what the browsers exchanged, GSO runs included.
-        try {
-          const text = await (await fetch(`http://${addrs.sfu}/metrics`)).text();
-          const wanted = /^meetease_sfu_(datagrams_sent|udp_send_calls|udp_gso_datagrams|rtp_forwarded)_total/;
-          console.log(text.split('\n').filter((line) => wanted.test(line)).join('\n'));
-        } catch (error) {
-          console.log(`no SFU counters: ${error.message}`);
-        }
-      }
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve));
         process.kill(child.pid, 'SIGTERM');
