@@ -287,6 +287,22 @@ impl Forwarded {
         }
     }
 
+    /// The SFU's sending counters so far (`None`: Janus has none).
+    async fn sending(&self) -> Option<report::Sending> {
+        Some(report::Sending {
+            passes: self.sfu_counter("meetease_sfu_timer_wakeups_total").await?,
+            datagrams: self
+                .sfu_counter("meetease_sfu_datagrams_sent_total")
+                .await?,
+            send_calls: self
+                .sfu_counter("meetease_sfu_udp_send_calls_total")
+                .await?,
+            gso_datagrams: self
+                .sfu_counter("meetease_sfu_udp_gso_datagrams_total")
+                .await?,
+        })
+    }
+
     /// The SFU's forward-latency histogram (see `report::RunResult::sfu_added_latency`).
     async fn added_latency(&self) -> Option<Vec<(f64, f64)>> {
         match self {
@@ -1020,6 +1036,7 @@ async fn measure(
     let (cpu0, worker0) = watch.cpu_seconds();
     let forwarded0 = joined.counter.read().await.unwrap_or(0.0);
     let added_latency0 = joined.counter.added_latency().await;
+    let sending0 = joined.counter.sending().await;
     let received0 = live.received.load(Ordering::Relaxed);
     // Receivers forget the warm-up: loss and latency describe the window only.
     for member in &joined.members {
@@ -1070,6 +1087,10 @@ async fn measure(
         (Some(before), Some(after)) => Some(stats::Percentiles::from_buckets(&before, &after)),
         _ => None,
     };
+    let sending = match (sending0, joined.counter.sending().await) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        _ => None,
+    };
     let keyframe_requests = joined
         .counter
         .sfu_counter("meetease_sfu_keyframe_requests_total")
@@ -1094,6 +1115,7 @@ async fn measure(
         keyframe_requests,
         sfu_added_latency,
         socket_drops,
+        sending,
         timeline,
     })
 }

@@ -61,7 +61,34 @@ pub struct Measured {
     /// Datagrams the kernel dropped on the SFU's full media socket since it
     /// started, joins included (`None`: the server does not say).
     pub socket_drops: Option<f64>,
+    /// What the SFU's sending did in the window (`None`: it does not say).
+    pub sending: Option<Sending>,
     pub timeline: Vec<Sample>,
+}
+
+/// The SFU's sending counters (cumulative as read, or a window's difference).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sending {
+    /// Session passes (`meetease_sfu_timer_wakeups_total`: each runs a
+    /// subscriber's or publisher's `Rtc` once).
+    pub passes: f64,
+    pub datagrams: f64,
+    /// `sendmmsg`/`sendmsg` calls.
+    pub send_calls: f64,
+    /// Datagrams sent as segments of GSO runs.
+    pub gso_datagrams: f64,
+}
+
+impl Sending {
+    /// What happened between `before` and these counters.
+    pub fn since(&self, before: &Sending) -> Sending {
+        Sending {
+            passes: self.passes - before.passes,
+            datagrams: self.datagrams - before.datagrams,
+            send_calls: self.send_calls - before.send_calls,
+            gso_datagrams: self.gso_datagrams - before.gso_datagrams,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,6 +172,13 @@ pub struct RunResult {
     /// Datagrams the kernel dropped on the SFU's full media socket, joins
     /// included (MeetEase only).
     pub sfu_socket_drops: Option<f64>,
+    /// Session passes per forwarded packet in the window: how much of the
+    /// forwarding shared a pass (MeetEase only).
+    pub sfu_passes_per_packet: Option<f64>,
+    /// Datagrams per send system call, and the share of datagrams that went
+    /// in GSO runs, in the window (MeetEase only).
+    pub sfu_datagrams_per_send_call: Option<f64>,
+    pub sfu_gso_share: Option<f64>,
     /// NACKs and PLIs all receivers sent in the window, and the largest jitter
     /// any of them saw (full receivers only).
     pub nacks_sent: Option<u64>,
@@ -243,6 +277,18 @@ pub fn summarise(
             / count as f64,
         keyframe_requests: measured.keyframe_requests,
         sfu_socket_drops: measured.socket_drops,
+        sfu_passes_per_packet: measured
+            .sending
+            .filter(|_| measured.forwarded > 0.0)
+            .map(|s| s.passes / measured.forwarded),
+        sfu_datagrams_per_send_call: measured
+            .sending
+            .filter(|s| s.send_calls > 0.0)
+            .map(|s| s.datagrams / s.send_calls),
+        sfu_gso_share: measured
+            .sending
+            .filter(|s| s.datagrams > 0.0)
+            .map(|s| s.gso_datagrams / s.datagrams),
         sfu_added_latency: measured.sfu_added_latency,
         nacks_sent: feedback_total(&subscribers, |f| f.nacks),
         plis_sent: feedback_total(&subscribers, |f| f.plis),
@@ -267,7 +313,7 @@ fn feedback_total(
 
 pub fn one_line(r: &RunResult) -> String {
     format!(
-        "{} {}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms{}, join p50 {:.0} ms p99 {:.0} ms, {:.0} KiB/participant{}",
+        "{} {}: {} rooms × ({} pub + {} sub){}: {:.0} pkt/s forwarded, {:.2} SFU CPU-s → {:.0} pkt per CPU-s; video loss {:.3}% (audio {:.3}%), latency p50 {:.2} ms p99 {:.2} ms{}, join p50 {:.0} ms p99 {:.0} ms, {:.0} KiB/participant{}{}",
         r.server,
         r.scenario.name,
         r.scenario.rooms,
@@ -301,7 +347,23 @@ pub fn one_line(r: &RunResult) -> String {
             .map_or(String::new(), |d| format!(
                 ", {d:.0} datagrams dropped on the SFU's full socket"
             )),
+        sending_line(r),
     )
+}
+
+/// The SFU's sending, when it says: passes per packet, GSO share, batching.
+fn sending_line(r: &RunResult) -> String {
+    match (
+        r.sfu_passes_per_packet,
+        r.sfu_gso_share,
+        r.sfu_datagrams_per_send_call,
+    ) {
+        (Some(passes), Some(gso), Some(per_call)) => format!(
+            "; {passes:.2} session passes per forwarded packet, {:.0}% of datagrams in GSO runs, {per_call:.1} datagrams per send call",
+            gso * 100.0
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Write `result.json`, `report.md` and `throughput.svg` under `dir`.
