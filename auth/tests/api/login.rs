@@ -23,20 +23,27 @@ async fn login_with_the_right_password_returns_200_with_tokens(app: TestApp) {
 
 async fn login_with_a_wrong_password_and_with_an_unknown_email_answer_the_same(app: TestApp) {
     let (email, _) = app.new_account().await;
-    let started = std::time::Instant::now();
-    let wrong = app.login(&email, "not the password at all").await;
-    let wrong_took = started.elapsed();
-    let started = std::time::Instant::now();
-    let unknown = app.login(&unique_email(), PASSWORD).await;
-    let unknown_took = started.elapsed();
-    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(unknown.status, wrong.status);
-    assert_eq!(unknown.body, wrong.body);
-    assert_eq!(wrong.code(), "invalid_credentials");
+    // Three of each (below the account's throttle of six failures), and the
+    // fastest of each compared: one sample of each lost to a busy CI machine
+    // once (26 ms against 82 ms), while the fastest of three is what the
+    // work itself costs.
+    let (mut wrong_took, mut unknown_took) = (std::time::Duration::MAX, std::time::Duration::MAX);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let wrong = app.login(&email, "not the password at all").await;
+        wrong_took = wrong_took.min(started.elapsed());
+        let started = std::time::Instant::now();
+        let unknown = app.login(&unique_email(), PASSWORD).await;
+        unknown_took = unknown_took.min(started.elapsed());
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(unknown.status, wrong.status);
+        assert_eq!(unknown.body, wrong.body);
+        assert_eq!(wrong.code(), "invalid_credentials");
+    }
     // Both paths hash once: an unknown account is not visibly faster.
     assert!(
         unknown_took * 3 > wrong_took,
-        "unknown {unknown_took:?} vs wrong {wrong_took:?}"
+        "fastest unknown {unknown_took:?} vs fastest wrong {wrong_took:?}"
     );
 }
 
