@@ -27,6 +27,15 @@ type Command = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
 /// Receive batches read in one go before the worker looks at timers and
 /// commands again (each up to [`BATCH`] datagrams).
 const READ_BATCHES: usize = 4;
+/// A receive batch that was not full but took at least this long to feed
+/// (a fan-out: routing one packet to 150 subscribers takes ~150 µs) is
+/// followed by one more read before the passes. A browser sends a video
+/// frame's packets back to back, so the rest of the frame has usually landed
+/// meanwhile, and each subscriber then gets the whole frame in one pass and
+/// one GSO run instead of its first packet alone. A quick batch (a meeting's
+/// few copies) goes straight to its passes: an empty read would cost more
+/// than it saves. See docs/benchmarks/sfu-core.md.
+const LOOK_AGAIN_AFTER: Duration = Duration::from_micros(100);
 /// How often the counters are pushed to the metrics (not per loop: a loop
 /// turn can be a single datagram).
 const REPORT_EVERY: Duration = Duration::from_millis(100);
@@ -266,17 +275,20 @@ impl Worker {
     /// media a batch brings is written to the subscribers' sessions, then
     /// each session that got some sends it all in one pass
     /// ([`Sfu::send_written`]); what that produces is sent as soon as a whole
-    /// `sendmmsg` batch of it is ready, not after the turn.
+    /// `sendmmsg` batch of it is ready, not after the turn. A batch that took
+    /// long to feed is joined by one more read first ([`LOOK_AGAIN_AFTER`]).
     fn receive(&mut self) {
+        // Copies are timed from the kernel's stamp of the earliest RTP packet
+        // fed since the last passes, put on this thread's clock (a copy cannot
+        // tell which packet it is a copy of).
+        let mut earliest: Option<Instant> = None;
+        let mut unsent = false;
+        let mut looked_again = false;
         for _ in 0..READ_BATCHES {
             match self.socket.try_recv_batch() {
                 Ok(count) => {
                     let now = Instant::now();
                     let wall = SystemTime::now();
-                    // The copies are timed from the kernel's stamp of the
-                    // batch's earliest RTP packet, put on this thread's clock
-                    // (a copy cannot tell which packet of the batch it is).
-                    let mut earliest: Option<Instant> = None;
                     for index in 0..count {
                         let (received, bytes) = self.socket.datagram(index);
                         self.sfu.handle_datagram(now, received.source, bytes);
@@ -292,21 +304,36 @@ impl Worker {
                         // RTCP) is queued untimed: it is not a copy.
                         self.take_transmits(None);
                     }
-                    self.sfu.send_written(now);
-                    self.take_transmits(earliest);
-                    if self.outbox.len() >= BATCH {
-                        self.send_batches(BATCH);
+                    unsent = true;
+                    if count < BATCH && !looked_again && now.elapsed() >= LOOK_AGAIN_AFTER {
+                        looked_again = true;
+                        continue;
                     }
+                    self.send_written(earliest.take());
+                    unsent = false;
                     if count < BATCH {
                         return; // the queue is empty
                     }
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(err) => {
                     tracing::debug!(%err, "recvmmsg failed");
-                    return;
+                    break;
                 }
             }
+        }
+        if unsent {
+            self.send_written(earliest);
+        }
+    }
+
+    /// One pass for each session media was written to, its output queued and
+    /// sent as soon as a whole `sendmmsg` batch is ready.
+    fn send_written(&mut self, earliest: Option<Instant>) {
+        self.sfu.send_written(Instant::now());
+        self.take_transmits(earliest);
+        if self.outbox.len() >= BATCH {
+            self.send_batches(BATCH);
         }
     }
 
