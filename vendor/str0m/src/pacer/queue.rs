@@ -103,6 +103,11 @@ impl QueueSnapshot {
     }
 
     pub fn total_queue_time(&self, now: Instant) -> Duration {
+        // MeetEase patch: an empty queue (most of a subscriber's, at every pacer
+        // decision) adds nothing; skip the clock arithmetic.
+        if self.packet_count == 0 {
+            return self.total_queue_time_origin;
+        }
         self.total_queue_time_origin + self.packet_count * (now - self.created_at)
     }
 }

@@ -715,21 +715,24 @@ impl Extension {
             }
             RtpStreamId => {
                 let v = ev.rid?;
-                let l = v.len();
-                buf[..l].copy_from_slice(v.as_bytes());
-                Some(l)
+                // MeetEase patch: bytewise, see `as_trimmed_bytes`.
+                let bytes = v.as_trimmed_bytes();
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Some(bytes.len())
             }
             RepairedRtpStreamId => {
                 let v = ev.rid_repair?;
-                let l = v.len();
-                buf[..l].copy_from_slice(v.as_bytes());
-                Some(l)
+                // MeetEase patch: bytewise, see `as_trimmed_bytes`.
+                let bytes = v.as_trimmed_bytes();
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Some(bytes.len())
             }
             RtpMid => {
                 let v = ev.mid?;
-                let l = v.len();
-                buf[..l].copy_from_slice(v.as_bytes());
-                Some(l)
+                // MeetEase patch: bytewise, see `as_trimmed_bytes`.
+                let bytes = v.as_trimmed_bytes();
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Some(bytes.len())
             }
             FrameMarking => {
                 let v = ev.frame_mark?;

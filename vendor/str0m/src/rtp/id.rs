@@ -23,6 +23,23 @@ macro_rules! str_id {
             pub const fn from_array(a: [u8; $num]) -> $id {
                 $id(a)
             }
+
+            /// MeetEase patch: the bytes of `&*self` (the id, trimmed). A mid
+            /// is written into every packet sent (its header extension), and
+            /// going through `str` (UTF-8 check, `trim` by the Unicode
+            /// whitespace table) was a tenth of what writing a header cost.
+            /// Ids are ASCII padded with spaces: for ASCII, `trim` removes ' '
+            /// and '\t'..='\r', done here bytewise. Other ids take `str`'s way.
+            pub(crate) fn as_trimmed_bytes(&self) -> &[u8] {
+                if !self.0.is_ascii() {
+                    let s: &str = self;
+                    return s.as_bytes();
+                }
+                let keep = |b: &u8| !matches!(*b, b' ' | b'\t'..=b'\r');
+                let start = self.0.iter().position(keep).unwrap_or(self.0.len());
+                let end = self.0.iter().rposition(keep).map_or(start, |i| i + 1);
+                &self.0[start..end]
+            }
         }
 
         impl fmt::Display for $id {
@@ -370,5 +387,45 @@ impl MidRid {
 
     pub fn special_equals(&self, other: &MidRid) -> bool {
         self.0 == other.0 && (self.1.is_none() || self.1 == other.1)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// MeetEase patch: `as_trimmed_bytes` gives the bytes of `str::trim`.
+    #[test]
+    fn trimmed_bytes_are_those_of_str_trim() {
+        let reference = |a: &[u8; 16]| from_utf8(a).unwrap().trim().to_string();
+        // Every ASCII byte (whitespace, controls, printable) at the ends and inside.
+        for b in 0_u8..128 {
+            for pattern in [
+                [b; 16],
+                *b"ab              ",
+                *b"  ab  c  d      ",
+                *b"                ",
+            ]
+            .iter_mut()
+            {
+                pattern[0] = b;
+                pattern[7] = b;
+                pattern[15] = b;
+                let mid = Mid::from_array(*pattern);
+                assert_eq!(mid.as_trimmed_bytes(), reference(pattern).as_bytes(), "{pattern:?}");
+            }
+        }
+        for text in ["0", "1", "audio", " x\t", "\u{b}v\u{c}", "a b", "mid-with-16-byte"] {
+            let mut a = [b' '; 16];
+            a[..text.len()].copy_from_slice(text.as_bytes());
+            let mid = Mid::from_array(a);
+            assert_eq!(mid.as_trimmed_bytes(), reference(&a).as_bytes(), "{text:?}");
+        }
+        // Not ASCII: the old path, Unicode whitespace included.
+        let mut a = [b' '; 16];
+        let text = "\u{a0}é\u{2003}";
+        a[..text.len()].copy_from_slice(text.as_bytes());
+        assert_eq!(Mid::from_array(a).as_trimmed_bytes(), "é".as_bytes());
+        assert_eq!(Rid::from("hi").as_trimmed_bytes(), b"hi");
     }
 }
