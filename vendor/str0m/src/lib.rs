@@ -951,6 +951,10 @@ pub struct Rtc {
     // Last timeout returned by `poll_output`, reused while the readiness says
     // the timeout is still valid.
     cached_timeout: Instant,
+    // MeetEase patch: the last output was the session's datagram; until it has
+    // none left or input arrives, the next poll asks it first (see
+    // `do_poll_output`).
+    draining_datagrams: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1324,6 +1328,7 @@ impl Rtc {
             close_dtls_started: false,
             readiness: Readiness::armed(),
             cached_timeout: start,
+            draining_datagrams: false,
         })
     }
 
@@ -1646,6 +1651,27 @@ impl Rtc {
             return Ok(Some(Output::Timeout(self.poll_timeout())));
         }
 
+        // MeetEase patch: while a pass's datagrams are being drained, go to the
+        // session first. Every other source below (ICE, DTLS, SCTP, events,
+        // stats) was found empty when the first of them was returned. Input
+        // (which ends the drain), an API call or the sending itself can make
+        // one ready again; what they raise comes out right after the last
+        // datagram, which the pacer bounds, instead of between datagrams. So
+        // each further packet no longer pays for walking them all.
+        if self.draining_datagrams {
+            if let Some(send) = &self.send_addr {
+                if let Some(contents) = self.session.poll_datagram(self.last_now) {
+                    return Ok(Some(Output::Transmit(net::Transmit {
+                        proto: send.proto,
+                        source: send.source,
+                        destination: send.destination,
+                        contents,
+                    })));
+                }
+            }
+            self.draining_datagrams = false;
+        }
+
         while let Some(e) = self.ice.poll_event() {
             match e {
                 IceAgentEvent::IceRestart(_) => {
@@ -1886,11 +1912,12 @@ impl Rtc {
 
         if let Some(send) = &self.send_addr {
             // These can only be sent after we got an ICE connection.
-            let datagram = None
-                .or_else(|| self.dtls.poll_packet())
-                .or_else(|| self.session.poll_datagram(self.last_now));
+            let dtls = self.dtls.poll_packet();
+            let from_session = dtls.is_none();
+            let datagram = dtls.or_else(|| self.session.poll_datagram(self.last_now));
 
             if let Some(contents) = datagram {
+                self.draining_datagrams = from_session;
                 let t = net::Transmit {
                     proto: send.proto,
                     source: send.source,
@@ -2058,6 +2085,8 @@ impl Rtc {
         if self.state == RtcState::Closed {
             return Ok(());
         }
+        // MeetEase patch: input may have made any source ready; poll them all.
+        self.draining_datagrams = false;
 
         // The handlers below each arm their own `Wake`; nothing to do here.
         match input {
