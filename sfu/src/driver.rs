@@ -180,8 +180,11 @@ pub fn spawn(
                 let worker = Worker {
                     sfu: Sfu::new(config, Instant::now()),
                     socket: {
+                        // On where the kernel knows it (probed by `new`).
                         let mut socket = MediaSocket::new(socket);
-                        socket.set_gso(gso);
+                        if !gso {
+                            socket.set_gso(false);
+                        }
                         socket
                     },
                     tcp,

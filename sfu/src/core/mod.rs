@@ -77,18 +77,13 @@ const QUALITY_EVERY: Duration = Duration::from_secs(2);
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
 /// Bandwidth assumed towards a subscriber before the estimator has spoken.
 const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
-/// How long a subscriber's video stream keeps what it sent, to answer NACKs
+/// How long a subscriber's send streams keep what they sent, to answer NACKs
 /// with (str0m keeps 3 s). A retransmission only helps while the receiver's
 /// jitter buffer still waits for the packet: libwebrtc's own sender keeps
 /// max(1 s, 3 × RTT), Janus 500 ms by default. Each second kept is a second of
 /// every video copy held per subscriber (~150 KB at 1.2 Mbit/s), which
 /// dominated an SFU participant's memory.
 const RTX_HISTORY: Duration = Duration::from_secs(1);
-/// ... and at most this many packets: 1 s of 2.5 Mbit/s video is ~250.
-const RTX_BUFFER_PACKETS: usize = 1000;
-/// Drop queued resends when they pass this share of what a stream sends
-/// (str0m's default, restated because setting the history sets both).
-const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 /// Budget kept for each audio track before video is given any.
 const AUDIO_BPS: f64 = 48_000.0;
 /// Closest together a subscriber session's housekeeping wake-ups run (see
@@ -962,9 +957,9 @@ impl Sfu {
         if role == PeerRole::Subscriber {
             config = config
                 .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
-                // The streams' NACK history is set when first written to
-                // (`RTX_HISTORY`); this is its bound in packets.
-                .set_send_buffer_video(RTX_BUFFER_PACKETS);
+                // At most 1 000 video packets (1 s of 2.5 Mbit/s is ~250).
+                .set_send_buffer_video(1000)
+                .set_send_buffer_age(RTX_HISTORY);
         }
         if let Some(cert) = &self.certificate {
             config = config.set_dtls_cert(cert.clone());
@@ -1609,11 +1604,6 @@ impl Sfu {
                     let Some(stream) = api.stream_tx_by_mid(mid, None) else {
                         return false;
                     };
-                    if sub.out_ssrc.is_none_or(|(_, ssrc)| ssrc != stream.ssrc()) {
-                        // A stream new to this subscription: nothing of this
-                        // track is cached in it yet (setting it empties it).
-                        stream.set_rtx_cache(RTX_BUFFER_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
-                    }
                     sub.out_ssrc = Some((mid, stream.ssrc()));
                     stream.write_rtp(write);
                 }

@@ -50,6 +50,7 @@ pub struct RtcConfig {
     pub(crate) pause_threshold: Duration,
     pub(crate) send_buffer_audio: usize,
     pub(crate) send_buffer_video: usize,
+    pub(crate) send_buffer_age: Duration,
     pub(crate) sctp_max_buffered_amount: usize,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
@@ -662,6 +663,31 @@ impl RtcConfig {
         self.send_buffer_video
     }
 
+    /// MeetEase patch: sets how long send streams keep sent packets to answer
+    /// NACKs with (and to probe with), within the sizes above.
+    ///
+    /// A resend helps only while the receiver still waits for the packet
+    /// (libwebrtc's own sender keeps max(1 s, 3 × RTT)); each second kept is a
+    /// second of everything a video stream sent, held in memory.
+    pub fn set_send_buffer_age(mut self, age: Duration) -> Self {
+        self.send_buffer_age = age;
+        self
+    }
+
+    /// Returns the setting for how long sent packets are kept.
+    ///
+    /// ```
+    /// # use str0m::Rtc;
+    /// # use std::time::Duration;
+    /// let config = Rtc::builder();
+    ///
+    /// // Defaults to 3 seconds.
+    /// assert_eq!(config.send_buffer_age(), Duration::from_secs(3));
+    /// ```
+    pub fn send_buffer_age(&self) -> Duration {
+        self.send_buffer_age
+    }
+
     /// Sets how many bytes the data channels can buffer for sending, summed over all channels.
     ///
     /// [`Channel::write()`][crate::channel::Channel::write()] does not accept a message (returns
@@ -902,6 +928,7 @@ impl Default for RtcConfig {
             pause_threshold: Duration::from_millis(1500),
             send_buffer_audio: 50,
             send_buffer_video: 1000,
+            send_buffer_age: crate::streams::DEFAULT_RTX_CACHE_DURATION,
             sctp_max_buffered_amount: crate::sctp::DEFAULT_MAX_BUFFERED_AMOUNT,
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,

@@ -12,7 +12,7 @@ use crate::poll::RtcMut;
 use crate::rtp_::MidRid;
 use crate::rtp_::{Mid, Rid, Ssrc};
 use crate::sctp::{ChannelConfig, SctpInitData};
-use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
+use crate::streams::{DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
 
 /// Direct change strategy.
 ///
@@ -339,7 +339,7 @@ impl<'a> DirectApi<'a> {
             rtc.session.send_buffer_video
         };
 
-        stream.set_rtx_cache(size, DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP);
+        stream.set_rtx_cache(size, rtc.session.send_buffer_age, DEFAULT_RTX_RATIO_CAP);
 
         stream
     }
@@ -439,5 +439,29 @@ impl<'a> DirectApi<'a> {
     /// can relay a keyframe request for a stream sourced by the remote peer.
     pub fn send_pli_feedback(&mut self, sender_ssrc: Ssrc, media_ssrc: Ssrc) {
         self.rtc.session.send_pli_feedback(sender_ssrc, media_ssrc);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use crate::Rtc;
+    use crate::media::MediaKind;
+    use std::time::{Duration, Instant};
+
+    /// MeetEase patch: declared send streams keep sent packets for the
+    /// configured age (3 s unless set).
+    #[test]
+    fn send_streams_keep_packets_for_the_configured_age() {
+        let one_second = Duration::from_secs(1);
+        for (config, age) in [
+            (Rtc::builder(), Duration::from_secs(3)),
+            (Rtc::builder().set_send_buffer_age(one_second), one_second),
+        ] {
+            let mut rtc = config.build(Instant::now());
+            let mut api = rtc.direct_api();
+            api.declare_media("vid".into(), MediaKind::Video);
+            let stream = api.declare_stream_tx(42.into(), Some(43.into()), "vid".into(), None);
+            assert_eq!(stream.rtx_cache_age(), age);
+        }
     }
 }

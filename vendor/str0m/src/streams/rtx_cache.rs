@@ -38,6 +38,12 @@ impl RtxCache {
         self.remove_old_packets(now);
     }
 
+    /// MeetEase patch (tests): how long sent packets are kept.
+    #[cfg(test)]
+    pub fn max_age(&self) -> Duration {
+        self.packet_by_seq_no.max_age()
+    }
+
     pub fn last_cached_seq_no(&self) -> Option<SeqNo> {
         Some(self.packet_by_seq_no.last_position()?.into())
     }

@@ -62,6 +62,12 @@ impl<T> EvictingBuffer<T> {
         }
     }
 
+    /// MeetEase patch (tests): how long entries are kept.
+    #[cfg(test)]
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
     fn index_for_position(&self, position: u64) -> usize {
         (position % self.buf.len() as u64) as usize
     }

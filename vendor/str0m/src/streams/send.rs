@@ -477,6 +477,12 @@ impl StreamTx {
         self.rtx_ratio_cap = rtx_ratio_cap;
     }
 
+    /// MeetEase patch (tests): how long sent packets are kept for resends.
+    #[cfg(test)]
+    pub(crate) fn rtx_cache_age(&self) -> Duration {
+        self.rtx_cache.max_age()
+    }
+
     /// Set whether this stream is unpaced or not.
     ///
     /// This is only relevant when BWE (Bandwidth Estimation) is enabled. By default, audio is unpaced
