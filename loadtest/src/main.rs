@@ -77,6 +77,17 @@ struct Cli {
     /// frame interval, all of one size.
     #[arg(long)]
     frame_bursts: bool,
+    /// Publishers keep sending every layer when the SFU asks them to pause
+    /// the ones nobody watches (dynacast's `publisher_layers`). By default
+    /// they pause and resume layers as asked, as browsers do.
+    #[arg(long)]
+    ignore_publisher_layers: bool,
+    /// Every participant draws every remote video this many pixels high and
+    /// tells the SFU so (a gallery: 180 fits the low layer), which picks the
+    /// layer that fits and pauses the unwatched ones at the publishers. By
+    /// default nobody says, and the SFU sends what the bandwidth allows.
+    #[arg(long)]
+    tile_height: Option<u32>,
     /// Seconds measured after everyone joined (and a warm-up).
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -238,6 +249,8 @@ fn scenario(cli: &Cli, subscribers: usize) -> Scenario {
         churn_per_second: cli.churn,
         video_kbps: cli.video_kbps,
         frame_bursts: cli.frame_bursts,
+        publisher_layers: !cli.ignore_publisher_layers,
+        tile_height: cli.tile_height,
         duration_s: cli.duration.min(MAX_DURATION.as_secs()),
         loss_percent: cli.loss,
         delay_ms: cli.delay_ms,
@@ -300,6 +313,7 @@ impl Forwarded {
             gso_datagrams: self
                 .sfu_counter("meetease_sfu_udp_gso_datagrams_total")
                 .await?,
+            rtp_received: self.sfu_counter("meetease_sfu_rtp_received_total").await?,
         })
     }
 
@@ -483,7 +497,75 @@ struct ControlJoin {
     routes: Arc<Mutex<HashMap<ParticipantId, mpsc::UnboundedSender<Control>>>>,
     ids: Arc<Mutex<Vec<ParticipantId>>>,
     answers: mpsc::UnboundedSender<(usize, String)>,
+    tiles: Option<Tiles>,
     common: Common,
+}
+
+/// `--tile-height` on the control path: every member of a room asks for
+/// every other member's video at the tile height, as the web client does
+/// through signaling. Members and tracks are met in either order (a track
+/// published before or after someone joins), so both are remembered.
+#[derive(Clone)]
+struct Tiles {
+    height: u32,
+    control: ControlClient,
+    rooms: Arc<Mutex<HashMap<RoomId, TileRoom>>>,
+}
+
+#[derive(Default)]
+struct TileRoom {
+    members: Vec<ParticipantId>,
+    /// Video tracks and their publishers.
+    videos: Vec<(ParticipantId, proto::ids::TrackId)>,
+}
+
+impl Tiles {
+    fn joined(&self, room: &RoomId, member: ParticipantId) {
+        let videos = {
+            let Ok(mut rooms) = self.rooms.lock() else {
+                return;
+            };
+            let room = rooms.entry(room.clone()).or_default();
+            room.members.push(member);
+            room.videos.clone()
+        };
+        for (publisher, track) in videos {
+            if publisher != member {
+                self.draw(member, track);
+            }
+        }
+    }
+
+    fn published(&self, room: &RoomId, publisher: ParticipantId, track: proto::ids::TrackId) {
+        let members = {
+            let Ok(mut rooms) = self.rooms.lock() else {
+                return;
+            };
+            let room = rooms.entry(room.clone()).or_default();
+            room.videos.push((publisher, track));
+            room.members.clone()
+        };
+        for member in members {
+            if member != publisher {
+                self.draw(member, track);
+            }
+        }
+    }
+
+    fn draw(&self, member: ParticipantId, track: proto::ids::TrackId) {
+        let control = self.control.clone();
+        let request = proto::sfu::SetSubscription {
+            track_id: track,
+            subscribed: true,
+            max_layer: None,
+            max_height: Some(self.height),
+        };
+        tokio::spawn(async move {
+            if let Err(err) = control.set_subscription(member, &request).await {
+                eprintln!("warning: tile height for {member}: {err:#}");
+            }
+        });
+    }
 }
 
 impl ControlJoin {
@@ -507,7 +589,7 @@ impl ControlJoin {
         let created = self
             .control
             .create_session(&CreateSession {
-                room: room_id,
+                room: room_id.clone(),
                 participant: id,
                 publisher_offer: offer,
                 tracks,
@@ -515,6 +597,9 @@ impl ControlJoin {
                 data_channel: self.common.scenario.data_channels,
             })
             .await?;
+        if let Some(tiles) = &self.tiles {
+            tiles.joined(&room_id, id);
+        }
         participant.accept_publisher_answer(&created.publisher_answer)?;
         let answer = participant.answer_subscriber_offer(&created.subscriber_offer.sdp)?;
         if let Some(bad) = participant.sfu_addrs.iter().find(|a| !a.ip().is_loopback()) {
@@ -577,25 +662,51 @@ async fn join_meetease(
     }
     let rss_before = watch.rss_bytes();
 
+    let tiles = scenario.tile_height.map(|height| Tiles {
+        height,
+        control: control.clone(),
+        rooms: Arc::default(),
+    });
     // SFU events → the participant that must answer a new subscriber offer.
     let routes: Arc<Mutex<HashMap<ParticipantId, mpsc::UnboundedSender<Control>>>> = Arc::default();
     {
         let routes = routes.clone();
         let control = control.clone();
         let stop = common.stop.clone();
+        let publisher_layers = scenario.publisher_layers;
+        let tiles = tiles.clone();
         tokio::spawn(async move {
             let follow = control.follow_events(move |event| {
-                if let SfuEvent::SubscriberOffer {
-                    participant_id,
-                    offer,
-                    ..
-                } = event
-                    && let Some(tx) = routes
-                        .lock()
-                        .ok()
-                        .and_then(|r| r.get(&participant_id).cloned())
+                let (participant_id, message) = match event {
+                    SfuEvent::TrackPublished { room, track } => {
+                        if let Some(tiles) = &tiles
+                            && track.kind == proto::media::TrackKind::Video
+                        {
+                            tiles.published(&room, track.participant_id, track.track_id);
+                        }
+                        return;
+                    }
+                    SfuEvent::SubscriberOffer {
+                        participant_id,
+                        offer,
+                        ..
+                    } => (participant_id, Control::SubscriberOffer(offer.sdp)),
+                    SfuEvent::PublisherLayers {
+                        participant_id,
+                        mid,
+                        active,
+                        ..
+                    } if publisher_layers => {
+                        (participant_id, Control::PublisherLayers { mid, active })
+                    }
+                    _ => return,
+                };
+                if let Some(tx) = routes
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.get(&participant_id).cloned())
                 {
-                    let _ = tx.send(Control::SubscriberOffer(offer.sdp));
+                    let _ = tx.send(message);
                 }
             });
             tokio::select! {
@@ -624,6 +735,7 @@ async fn join_meetease(
         routes,
         ids,
         answers: answer_tx,
+        tiles,
         common,
     };
     let members = join_seats(cli, &scenario, progress, |room, seat, index| {
@@ -689,7 +801,11 @@ impl PlatformJoin {
             self.answers.clone(),
         );
         // The socket lives as long as the participant: leaving sends `leave`.
-        tokio::spawn(signal.run(tx, socket_rx, member.leave.clone()));
+        let follow = platform::Follow {
+            publisher_layers: self.common.scenario.publisher_layers,
+            tile_height: self.common.scenario.tile_height,
+        };
+        tokio::spawn(signal.run(joined, tx, socket_rx, member.leave.clone(), follow));
         Ok(member)
     }
 }
@@ -885,6 +1001,11 @@ async fn join_janus(
     progress: &Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<Joined> {
     let scenario = common.scenario.clone();
+    if scenario.tile_height.is_some() {
+        // Its subscribers could pick a substream, but nothing here asks for
+        // one: a Janus row would compare its top layer with our low one.
+        bail!("--tile-height is not implemented for Janus's VideoRoom");
+    }
     let mut process = JanusProcess::spawn()?;
     let http = reqwest::Client::new();
     process.ready(&http).await?;

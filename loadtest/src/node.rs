@@ -2,7 +2,7 @@
 //! be read from `/proc`), driven through its control API, stopped by PID.
 
 use anyhow::{Context, bail};
-use proto::sfu::{CreateSession, SessionCreated, SfuEvent, SubscriberAnswer};
+use proto::sfu::{CreateSession, SessionCreated, SetSubscription, SfuEvent, SubscriberAnswer};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -234,6 +234,32 @@ impl ControlClient {
             .await?;
         if !response.status().is_success() {
             bail!("subscriber answer: {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// What `participant` wants of one remote track (its tile size, say).
+    pub async fn set_subscription(
+        &self,
+        participant: proto::ids::ParticipantId,
+        request: &SetSubscription,
+    ) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/sessions/{participant}/subscription",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "subscription: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
         }
         Ok(())
     }

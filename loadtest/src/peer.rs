@@ -7,6 +7,7 @@
 
 use crate::impair::Impairment;
 use crate::stats::{Feedback, ParticipantReport, TrackRx};
+use proto::media::Layer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,9 +125,29 @@ struct OutTrack {
     in_frame: u32,
     frame: u32,
     keyframe_wanted: bool,
+    /// Dynacast: the SFU asked for this layer to stop (nobody watches it).
+    paused: bool,
 }
 
 impl OutTrack {
+    /// Dynacast, as a browser's encoder does it: a layer the SFU no longer
+    /// asks for stops sending, and one it asks for again starts over at once
+    /// with a keyframe. A single-layer track counts as the high layer
+    /// ([`proto::sfu::SfuEvent::PublisherLayers`]).
+    fn set_active(&mut self, active: &[Layer], now: Instant) {
+        let layer = self
+            .rid
+            .and_then(|rid| Layer::from_rid(&rid))
+            .unwrap_or(Layer::High);
+        let paused = !active.contains(&layer);
+        if self.paused && !paused {
+            self.keyframe_wanted = true;
+            self.in_frame = 0;
+            self.next_send = now;
+        }
+        self.paused = paused;
+    }
+
     /// Count the packet about to go out and set when the next one is due:
     /// whether it starts a frame and whether it ends one (the marker bit).
     fn advance(&mut self) -> (bool, bool) {
@@ -190,6 +211,8 @@ pub enum Control {
     /// Join time counts from now: the request that will bring media is being
     /// made (Janus subscriptions come after everyone is created).
     StartJoinClock,
+    /// Dynacast: send these layers of the video track `mid`, pause the rest.
+    PublisherLayers { mid: String, active: Vec<Layer> },
 }
 
 pub struct Participant {
@@ -229,6 +252,9 @@ pub struct Participant {
     ingress_base: HashMap<(Mid, Option<Rid>), (u64, u64)>,
     /// The screen-share track's mid, when publishing one.
     screen_mid: Option<Mid>,
+    /// The layers the SFU last asked for, per video track (dynacast); kept
+    /// for tracks whose sending has not started yet.
+    active_layers: HashMap<Mid, Vec<Layer>>,
     /// When the publisher and the subscriber `Rtc` next want a timeout, as
     /// their last drain said.
     next_timeout: [Instant; 2],
@@ -296,6 +322,7 @@ impl Participant {
             ingress_base: HashMap::new(),
             next_timeout: [now; 2],
             screen_mid: None,
+            active_layers: HashMap::new(),
         })
     }
 
@@ -422,9 +449,24 @@ impl Participant {
                     in_frame: 0,
                     frame: 0,
                     keyframe_wanted: true,
+                    paused: false,
                 });
             }
         }
+        for (mid, active) in self.active_layers.clone() {
+            self.set_publisher_layers(mid, &active, now);
+        }
+    }
+
+    /// Dynacast: the SFU wants these layers of the video track `mid` (see
+    /// [`OutTrack::set_active`]). Audio is never paused this way.
+    fn set_publisher_layers(&mut self, mid: Mid, active: &[Layer], now: Instant) {
+        for t in &mut self.out {
+            if t.mid == mid && t.kind == MediaKind::Video {
+                t.set_active(active, now);
+            }
+        }
+        self.active_layers.insert(mid, active.to_vec());
     }
 
     /// Run until `stop`; then return what this participant measured.
@@ -443,7 +485,7 @@ impl Participant {
             let now = Instant::now();
             self.setup_out_tracks(now, &next_wire_id);
             let mut deadline = now + Duration::from_millis(50);
-            for t in &self.out {
+            for t in self.out.iter().filter(|t| !t.paused) {
                 deadline = deadline.min(t.next_send);
             }
             if let Some((at, ..)) = delayed.front() {
@@ -459,6 +501,9 @@ impl Participant {
                         }
                     }
                     Some(Control::StartJoinClock) => self.mark_joining(),
+                    Some(Control::PublisherLayers { mid, active }) => {
+                        self.set_publisher_layers(Mid::from(mid.as_str()), &active, Instant::now());
+                    }
                     Some(Control::ResetStats) => {
                         self.rx.values_mut().for_each(TrackRx::start_window);
                         self.ingress_base = self
@@ -708,7 +753,7 @@ impl Participant {
     fn send_media(&mut self, now: Instant) {
         let epoch = self.epoch;
         for i in 0..self.out.len() {
-            while self.out[i].next_send <= now {
+            while !self.out[i].paused && self.out[i].next_send <= now {
                 let t = &mut self.out[i];
                 let index = t.in_frame;
                 let (start_of_frame, marker) = t.advance();
@@ -836,6 +881,7 @@ mod tests {
             in_frame: 0,
             frame: 0,
             keyframe_wanted: true,
+            paused: false,
         }
     }
 
@@ -893,6 +939,36 @@ mod tests {
         // Spread packets keep the layer's size.
         let spread = track(None, start);
         assert!((0..4).all(|i| spread.packet_size(i) == 1150));
+    }
+
+    #[test]
+    fn a_paused_layer_sends_nothing_and_resumes_with_a_keyframe_at_once() {
+        let start = Instant::now();
+        let mut t = track(Some(Duration::from_secs(1) / 30), start);
+        t.advance();
+        t.keyframe_wanted = false;
+        // The SFU asks for the low and medium layers only: "f" stops.
+        t.set_active(&[Layer::Low, Layer::Medium], start);
+        assert!(t.paused);
+        // Asked again, it leaves now, a new frame starting with a keyframe.
+        let later = start + Duration::from_secs(5);
+        t.set_active(&Layer::ALL, later);
+        assert!(!t.paused);
+        assert_eq!((t.next_send, t.in_frame), (later, 0));
+        assert!(t.keyframe_wanted);
+        // A single-layer track is the high layer.
+        let mut single = track(None, start);
+        single.rid = None;
+        single.set_active(&[Layer::Low], start);
+        assert!(single.paused);
+        single.set_active(&[Layer::High], start);
+        assert!(!single.paused);
+        // Asking for a running layer again changes nothing.
+        let mut running = track(None, start);
+        running.keyframe_wanted = false;
+        running.set_active(&[Layer::High], later);
+        assert_eq!((running.paused, running.keyframe_wanted), (false, false));
+        assert_eq!(running.next_send, start);
     }
 
     #[test]

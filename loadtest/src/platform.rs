@@ -193,6 +193,28 @@ pub async fn guest_join(
 pub struct Joined {
     pub publisher_answer: String,
     pub subscriber_offer: String,
+    pub participant_id: String,
+    /// The video tracks the others in the room already publish.
+    pub video_tracks: Vec<String>,
+}
+
+/// How a participant follows the room after joining, as the web client does.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    /// Pass the SFU's `publisher_layers` to the publisher (dynacast).
+    pub publisher_layers: bool,
+    /// Draw every remote video at this height (`subscribe` with
+    /// `max_height`); `None`: the client never says, the SFU sends the best
+    /// layer the bandwidth allows.
+    pub tile_height: Option<u32>,
+}
+
+/// The video track a `track_published` message (or a participant's entry in
+/// `joined`) announces, unless it is `me`'s own.
+fn remote_video_track<'a>(track: &'a Value, me: &str) -> Option<&'a str> {
+    (track["kind"] == "video" && track["participant_id"] != me)
+        .then(|| track["track_id"].as_str())
+        .flatten()
 }
 
 type Socket =
@@ -249,7 +271,21 @@ impl Signal {
             let value: Value = serde_json::from_str(&text)?;
             match value["type"].as_str() {
                 Some("joined") => {
+                    let participant_id = value["participant_id"]
+                        .as_str()
+                        .context("no participant id")?
+                        .to_owned();
+                    let video_tracks = value["participants"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|p| p["tracks"].as_array().into_iter().flatten())
+                        .filter_map(|t| remote_video_track(t, &participant_id))
+                        .map(str::to_owned)
+                        .collect();
                     return Ok(Joined {
+                        participant_id,
+                        video_tracks,
                         publisher_answer: value["publisher_answer"]
                             .as_str()
                             .context("no publisher answer")?
@@ -273,15 +309,35 @@ impl Signal {
         Ok(())
     }
 
+    /// Ask for a remote video track at the tile height, as the web client
+    /// does for each video it draws.
+    async fn draw_at(&mut self, track_id: &str, height: u32) -> anyhow::Result<()> {
+        let message = json!({
+            "v": PROTOCOL_VERSION, "type": "subscribe", "track_id": track_id, "max_height": height,
+        });
+        self.socket.send(Message::text(message.to_string())).await?;
+        Ok(())
+    }
+
     /// Keep the session going until the socket closes or `stop`: SFU
     /// renegotiations go to the participant (`offers`), its answers come back
-    /// on `answers` and go out.
+    /// on `answers` and go out; the rest as `follow` says.
     pub async fn run(
         mut self,
+        joined: Joined,
         offers: mpsc::UnboundedSender<crate::peer::Control>,
         mut answers: mpsc::UnboundedReceiver<String>,
         stop: tokio_util::sync::CancellationToken,
+        follow: Follow,
     ) {
+        if let Some(height) = follow.tile_height {
+            for track in &joined.video_tracks {
+                if self.draw_at(track, height).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let me = joined.participant_id;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -305,6 +361,26 @@ impl Signal {
                         && let Some(sdp) = value["offer"]["sdp"].as_str()
                     {
                         let _ = offers.send(crate::peer::Control::SubscriberOffer(sdp.to_owned()));
+                    } else if let (Some(height), Some(track)) = (
+                        follow.tile_height,
+                        (value["type"] == "track_published")
+                            .then(|| remote_video_track(&value["track"], &me))
+                            .flatten(),
+                    ) {
+                        if self.draw_at(track, height).await.is_err() {
+                            return;
+                        }
+                    } else if follow.publisher_layers
+                        && value["type"] == "publisher_layers"
+                        && let (Some(mid), Ok(active)) = (
+                            value["mid"].as_str(),
+                            serde_json::from_value(value["active"].clone()),
+                        )
+                    {
+                        let _ = offers.send(crate::peer::Control::PublisherLayers {
+                            mid: mid.to_owned(),
+                            active,
+                        });
                     }
                 }
             }

@@ -20,6 +20,11 @@ pub struct Scenario {
     pub video_kbps: u64,
     /// A video frame's packets are sent back to back (see `--frame-bursts`).
     pub frame_bursts: bool,
+    /// Publishers pause the layers the SFU says nobody watches, as browsers
+    /// do (dynacast; off with `--ignore-publisher-layers`).
+    pub publisher_layers: bool,
+    /// Every remote video is drawn this high (see `--tile-height`).
+    pub tile_height: Option<u32>,
     pub duration_s: u64,
     pub loss_percent: f64,
     pub delay_ms: u64,
@@ -77,6 +82,8 @@ pub struct Sending {
     pub send_calls: f64,
     /// Datagrams sent as segments of GSO runs.
     pub gso_datagrams: f64,
+    /// RTP packets received from publishers (`meetease_sfu_rtp_received_total`).
+    pub rtp_received: f64,
 }
 
 impl Sending {
@@ -87,6 +94,7 @@ impl Sending {
             datagrams: self.datagrams - before.datagrams,
             send_calls: self.send_calls - before.send_calls,
             gso_datagrams: self.gso_datagrams - before.gso_datagrams,
+            rtp_received: self.rtp_received - before.rtp_received,
         }
     }
 }
@@ -179,6 +187,9 @@ pub struct RunResult {
     /// in GSO runs, in the window (MeetEase only).
     pub sfu_datagrams_per_send_call: Option<f64>,
     pub sfu_gso_share: Option<f64>,
+    /// RTP packets a second the SFU received from publishers in the window
+    /// (MeetEase only): layers paused by dynacast are not among them.
+    pub sfu_received_pps: Option<f64>,
     /// NACKs and PLIs all receivers sent in the window, and the largest jitter
     /// any of them saw (full receivers only).
     pub nacks_sent: Option<u64>,
@@ -289,6 +300,9 @@ pub fn summarise(
             .sending
             .filter(|s| s.datagrams > 0.0)
             .map(|s| s.gso_datagrams / s.datagrams),
+        sfu_received_pps: measured
+            .sending
+            .map(|s| s.rtp_received / window_s.max(1e-9)),
         sfu_added_latency: measured.sfu_added_latency,
         nacks_sent: feedback_total(&subscribers, |f| f.nacks),
         plis_sent: feedback_total(&subscribers, |f| f.plis),
@@ -351,17 +365,22 @@ pub fn one_line(r: &RunResult) -> String {
     )
 }
 
-/// The SFU's sending, when it says: passes per packet, GSO share, batching.
+/// The SFU's sending, when it says: passes per packet, GSO share, batching,
+/// and what it received.
 fn sending_line(r: &RunResult) -> String {
     match (
         r.sfu_passes_per_packet,
         r.sfu_gso_share,
         r.sfu_datagrams_per_send_call,
     ) {
-        (Some(passes), Some(gso), Some(per_call)) => format!(
-            "; {passes:.2} session passes per forwarded packet, {:.0}% of datagrams in GSO runs, {per_call:.1} datagrams per send call",
-            gso * 100.0
-        ),
+        (Some(passes), Some(gso), Some(per_call)) => {
+            format!(
+                "; {passes:.2} session passes per forwarded packet, {:.0}% of datagrams in GSO runs, {per_call:.1} datagrams per send call",
+                gso * 100.0
+            ) + &r.sfu_received_pps.map_or(String::new(), |pps| {
+                format!(", {pps:.0} RTP packets/s in from publishers")
+            })
+        }
         _ => String::new(),
     }
 }

@@ -75,6 +75,48 @@ fn a_small_simulcast_room_forwards_media_and_reports_it() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// A gallery: everyone draws the others' video 180 px high and says so over
+/// signaling, as the web client does. The SFU then sends only the low layer
+/// and asks each publisher to pause the two above it (dynacast), and the
+/// synthetic publishers do, as browsers do.
+#[test]
+fn a_gallery_gets_the_low_layer_and_its_publishers_pause_the_rest() {
+    let out = out_dir("gallery");
+    let result = run(
+        &[
+            "--publishers",
+            "3",
+            "--subscribers",
+            "0",
+            "--video",
+            "--simulcast",
+            "--tile-height",
+            "180",
+            "--duration",
+            "3",
+            // Longer than the SFU waits before pausing an unwatched layer (3 s).
+            "--warmup",
+            "5",
+        ],
+        &out,
+    );
+    let r = &result[0];
+    assert_eq!(r["scenario"]["tile_height"], 180, "{r}");
+    for s in r["subscribers"].as_array().unwrap() {
+        assert!(s["received"].as_u64().unwrap() > 50, "{s}");
+        assert_eq!(s["layers"], "q", "only the low layer: {s}");
+    }
+    // Each publisher sends audio (50 packets a second) and its low layer
+    // (~31); with its 1.2 Mbit/s top layer and the middle one it would send
+    // ~256 a second.
+    let received = r["sfu_received_pps"].as_f64().unwrap();
+    assert!(
+        received > 3.0 * 60.0 && received < 3.0 * 120.0,
+        "RTP packets a second into the SFU: {received}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn injected_loss_is_repaired_by_nack_and_retransmission() {
     let out = out_dir("loss");
