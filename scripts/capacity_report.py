@@ -31,6 +31,8 @@ def row(r):
     s = r["scenario"]
     shape = f'{s["rooms"]} × ({s["publishers"]} pub + {s["subscribers"]} sub)'
     kind = "simulcast video" if s["simulcast"] else ("video" if s["video"] else "audio")
+    if s.get("tile_height"):
+        kind += f', {s["tile_height"]} px tiles'
     cpu_share = r["sfu_cpu_seconds"] / max(r["window_s"], 1e-9)
     return (
         f'| {s["name"]} | {r.get("server", "MeetEase")} | {shape}, {kind}{", lean" if s.get("lean_receivers") else ""} | {r["participants"]} '
@@ -54,7 +56,7 @@ def of(server, rows):
     return [r for r in rows if r.get("server", "MeetEase") == server]
 
 
-names = ["video-fanout", "video-fanout-full", "audio-panel", "meeting-4x10", "meeting-25", "loss-3pct"]
+names = ["video-fanout", "video-fanout-full", "audio-panel", "meeting-4x10", "meeting-25", "gallery-25", "loss-3pct"]
 results = {n: load(n) for n in names}
 commit_path = os.path.join(out, "commit.txt")
 if os.path.exists(commit_path):
@@ -187,11 +189,14 @@ for r in saturated:
           f"{r['sfu_cpu_seconds'] / r['window_s'] * 100:.0f}% of a core and forwarded {r['forwarded_pps']:.0f} packets/s "
           f"= **{r['forwarded_per_cpu_second']:.0f} packets per SFU CPU-second** at its ceiling; p99 latency "
           f"{r['latency']['p99_ms']:.0f} ms, video loss {r['loss_percent']:.2f}%.")
-for n, label in [("meeting-4x10", "ten 4-person meetings"), ("meeting-25", "a 25-person meeting")]:
+for n, label in [("meeting-4x10", "ten 4-person meetings"), ("meeting-25", "a 25-person meeting"),
+                 ("gallery-25", "a 25-person gallery (180-pixel tiles)")]:
     for r in of("MeetEase", results[n]):
         share = r["sfu_cpu_seconds"] / r["window_s"]
+        received = r.get("sfu_received_pps")
         print(f"- **{label}**: {r['forwarded_pps']:.0f} packets/s forwarded with {share * 100:.0f}% of one core, "
-              f"video loss {r['loss_percent']:.3f}%, join p50 {r['join_time']['p50_ms']:.0f} ms.")
+              f"video loss {r['loss_percent']:.3f}%, join p50 {r['join_time']['p50_ms']:.0f} ms"
+              + (f", {received:.0f} RTP packets/s in from the publishers." if received is not None else "."))
 print("""
 ## Capacity model
 

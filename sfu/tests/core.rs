@@ -338,6 +338,27 @@ fn lost_packets_are_repaired_by_retransmission() {
     );
 }
 
+/// A subscriber's streams keep what they sent for NACKs for three round
+/// trips (libwebrtc's rule), at least 1 s: a far subscriber's NACK, and its
+/// NACK again after a lost retransmission, come late.
+#[test]
+fn a_far_subscriber_keeps_three_round_trips_of_video_for_nacks() {
+    for (delay, at_least, at_most) in [(0, 1000, 1000), (500, 1500, 1700)] {
+        let mut world = World::new();
+        world.downlink_delay = Duration::from_millis(delay);
+        let a = world.join("room-1", true, false);
+        let b = world.join("room-1", false, false);
+        world.connect_all();
+        world.run(Duration::from_secs(6), 30);
+        assert!(!video_from(&world, b, a).is_empty(), "video arrived");
+        let history = world.sfu.nack_history(world.clients[b].id).unwrap();
+        assert!(
+            history >= Duration::from_millis(at_least) && history <= Duration::from_millis(at_most),
+            "{delay} ms away: {history:?}"
+        );
+    }
+}
+
 #[test]
 fn the_loudest_participant_is_reported_as_the_active_speaker() {
     let mut world = World::new();

@@ -84,6 +84,9 @@ const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
 /// every video copy held per subscriber (~150 KB at 1.2 Mbit/s), which
 /// dominated an SFU participant's memory.
 const RTX_HISTORY: Duration = Duration::from_secs(1);
+/// The longest NACK history a far-away subscriber gets ([`nack_history`]):
+/// str0m's own default.
+const RTX_HISTORY_MAX: Duration = Duration::from_secs(3);
 /// Budget kept for each audio track before video is given any.
 const AUDIO_BPS: f64 = 48_000.0;
 /// Closest together a subscriber session's housekeeping wake-ups run (see
@@ -245,6 +248,9 @@ struct Participant {
     disconnected_since: Option<Instant>,
     ingress_loss: f32,
     rtt: Option<Duration>,
+    /// What the subscriber connection's video streams keep for NACKs, as last
+    /// set from their round trip ([`nack_history`]).
+    nack_history: Duration,
 }
 
 /// Measures a layer's bitrate over a sliding window, from packet sizes.
@@ -419,6 +425,12 @@ impl Sfu {
 
     pub fn stats(&self) -> &SfuStats {
         &self.stats
+    }
+
+    /// How long `participant`'s subscriber connection last kept its sent video
+    /// for NACKs ([`nack_history`]); `None` for no such participant.
+    pub fn nack_history(&self, participant: ParticipantId) -> Option<Duration> {
+        self.participants.get(&participant).map(|p| p.nack_history)
     }
 
     pub fn load(&self, forwarded_pps: f64, max_pps: f64) -> NodeLoad {
@@ -656,6 +668,7 @@ impl Sfu {
             disconnected_since: None,
             ingress_loss: 0.0,
             rtt: None,
+            nack_history: RTX_HISTORY,
         };
         // Subscribe to what the room already publishes.
         if request.auto_subscribe {
@@ -1055,6 +1068,35 @@ impl Sfu {
         });
     }
 
+    /// Keep as much of a subscriber stream's sent video for NACKs as its
+    /// round trip calls for ([`nack_history`]), without dropping what is kept.
+    fn follow_round_trip(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        key: PeerKey,
+        mid: Mid,
+        rid: Option<Rid>,
+        rtt: Duration,
+    ) {
+        let history = nack_history(rtt);
+        let changed = self.with_rtc(now, key, |rtc| {
+            Ok(match rtc.direct_api().stream_tx_by_mid(mid, rid) {
+                Some(stream) if stream.rtx_cache_age() != history => {
+                    stream.set_rtx_cache_age(history);
+                    true
+                }
+                _ => false,
+            })
+        });
+        if matches!(changed, Ok(true))
+            && let Some(p) = self.participants.get_mut(&pid)
+        {
+            tracing::debug!(participant = %pid, %mid, ?rtt, ?history, "NACK history");
+            p.nack_history = history;
+        }
+    }
+
     fn fail_participant(&mut self, pid: ParticipantId, reason: String) {
         self.stats.sessions_failed += 1;
         self.remove_participant(pid, Some(reason));
@@ -1133,6 +1175,12 @@ impl Sfu {
                         });
                     if let Some((track, Some(rid))) = track {
                         self.request_keyframe(now, track, rid, request.kind);
+                    }
+                }
+                (PeerRole::Subscriber, Event::MediaEgressStats(stats)) => {
+                    // The stream's round trip, from the receiver's reports.
+                    if let Some(rtt) = stats.rtt {
+                        self.follow_round_trip(now, pid, key, stats.mid, stats.rid, rtt);
                     }
                 }
                 (
@@ -2124,6 +2172,16 @@ fn schedule(
     }
 }
 
+/// How long a subscriber stream keeps what it sent for NACKs, at this round
+/// trip: libwebrtc's max(1 s, 3 × RTT) (a NACK can come a round trip after
+/// the loss, and again after each lost retransmission), at most
+/// [`RTX_HISTORY_MAX`]. Rounded up to 100 ms, so that a round trip that
+/// wobbles does not change it at every report.
+fn nack_history(rtt: Duration) -> Duration {
+    let wanted = (rtt * 3).clamp(RTX_HISTORY, RTX_HISTORY_MAX);
+    Duration::from_millis((wanted.as_millis() as u64).div_ceil(100) * 100)
+}
+
 fn declarations(tracks: &[TrackDeclaration]) -> HashMap<String, TrackSource> {
     tracks.iter().map(|t| (t.mid.clone(), t.source)).collect()
 }
@@ -2219,5 +2277,23 @@ impl From<SfuError> for proto::ErrorCode {
             SfuError::BadSdp(_) | SfuError::BadCandidate => ErrorCode::InvalidField,
             SfuError::SessionFailed => ErrorCode::Conflict,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nack_history_is_three_round_trips_between_one_and_three_seconds() {
+        let ms = Duration::from_millis;
+        assert_eq!(nack_history(ms(20)), RTX_HISTORY);
+        assert_eq!(nack_history(ms(333)), RTX_HISTORY);
+        assert_eq!(nack_history(ms(400)), ms(1200));
+        // Rounded up to 100 ms: 3 × 401 ms = 1 203 ms.
+        assert_eq!(nack_history(ms(401)), ms(1300));
+        assert_eq!(nack_history(ms(900)), ms(2700));
+        assert_eq!(nack_history(ms(1100)), RTX_HISTORY_MAX);
+        assert_eq!(nack_history(Duration::from_secs(5)), RTX_HISTORY_MAX);
     }
 }

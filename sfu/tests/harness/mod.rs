@@ -67,6 +67,12 @@ pub struct World {
     pub events: Vec<SfuEvent>,
     /// Probability (0..1) of losing a packet SFU → subscriber.
     pub downlink_loss: f64,
+    /// How long every datagram from the SFU to a client takes (the way back
+    /// is instant), so the SFU's round trip to each client is about this.
+    pub downlink_delay: Duration,
+    /// Datagrams on their way to a client: when they arrive, the client, to
+    /// its subscriber connection or not, the bytes.
+    in_flight: std::collections::VecDeque<(Instant, usize, bool, Vec<u8>)>,
     pub rng: u64,
     pub dropped: u64,
     /// Lean subscribers: once connected, a subscriber connection is not fed
@@ -117,6 +123,8 @@ impl World {
             clients: Vec::new(),
             events: Vec::new(),
             downlink_loss: 0.0,
+            downlink_delay: Duration::ZERO,
+            in_flight: Default::default(),
             rng: 0x2545_f491_4f6c_dd1d,
             dropped: 0,
             lean: false,
@@ -374,6 +382,12 @@ impl World {
                 }
                 continue;
             }
+            if !self.downlink_delay.is_zero() {
+                let at = self.now + self.downlink_delay;
+                self.in_flight
+                    .push_back((at, index, subscriber, t.contents));
+                continue;
+            }
             self.pump_client(index, subscriber, Some(&t.contents));
         }
         while let Some(event) = self.sfu.poll_event() {
@@ -409,6 +423,15 @@ impl World {
     /// Advance the world by `step`, moving every datagram and event.
     pub fn step(&mut self, step: Duration) {
         self.now += step;
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(at, ..)| *at <= self.now)
+        {
+            if let Some((_, index, subscriber, data)) = self.in_flight.pop_front() {
+                self.pump_client(index, subscriber, Some(&data));
+            }
+        }
         for index in 0..self.clients.len() {
             self.pump_client(index, false, None);
             self.pump_client(index, true, None);

@@ -38,10 +38,17 @@ impl RtxCache {
         self.remove_old_packets(now);
     }
 
-    /// MeetEase patch (tests): how long sent packets are kept.
-    #[cfg(test)]
+    /// MeetEase patch: how long sent packets are kept.
     pub fn max_age(&self) -> Duration {
         self.packet_by_seq_no.max_age()
+    }
+
+    /// MeetEase patch: see [`EvictingBuffer::set_max_age`].
+    pub fn set_max_age(&mut self, max_age: Duration) {
+        self.packet_by_seq_no.set_max_age(max_age);
+        if max_age.is_zero() {
+            self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
+        }
     }
 
     pub fn last_cached_seq_no(&self) -> Option<SeqNo> {

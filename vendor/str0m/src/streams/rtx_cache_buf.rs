@@ -62,10 +62,19 @@ impl<T> EvictingBuffer<T> {
         }
     }
 
-    /// MeetEase patch (tests): how long entries are kept.
-    #[cfg(test)]
+    /// MeetEase patch: how long entries are kept.
     pub fn max_age(&self) -> Duration {
         self.max_age
+    }
+
+    /// MeetEase patch: keep entries `max_age` from now on. What is held stays
+    /// until it is older than that (a longer age keeps it longer at once).
+    /// Zero empties the buffer, as a new one of age zero would be.
+    pub fn set_max_age(&mut self, max_age: Duration) {
+        if max_age.is_zero() {
+            self.clear();
+        }
+        self.max_age = max_age;
     }
 
     fn index_for_position(&self, position: u64) -> usize {
@@ -368,6 +377,36 @@ mod test {
 
     fn buffer_cmp(b: &EvictingBuffer<char>) -> Vec<Option<char>> {
         b.buf.iter().map(|e| e.as_ref().map(|v| v.value)).collect()
+    }
+
+    /// MeetEase patch: a changed age applies to what is held, nothing is
+    /// dropped until it is older than the new age.
+    #[test]
+    fn a_changed_max_age_keeps_what_is_held_for_the_new_age() {
+        let mut buf = EvictingBuffer::new(10, Duration::from_secs(1), 100);
+        let now = Instant::now();
+        let at = |ms| now + Duration::from_millis(ms);
+        buf.push(1, at(0), 'A');
+        buf.push(2, at(500), 'B');
+        buf.set_max_age(Duration::from_secs(3));
+        buf.push(3, at(2000), 'C');
+        buf.maybe_evict(at(2000));
+        // Past the old age of 1 s, within the new one.
+        assert_eq!((buf.get(1), buf.get(2)), (Some(&'A'), Some(&'B')));
+        buf.maybe_evict(at(3200));
+        assert_eq!((buf.get(1), buf.get(2)), (None, Some(&'B')));
+        // Shorter again: what is older goes at the next eviction, which
+        // follows a push (as `RtxCache::cache_sent_packet` does).
+        buf.set_max_age(Duration::from_secs(1));
+        buf.push(4, at(3300), 'D');
+        buf.maybe_evict(at(3300));
+        assert_eq!((buf.get(2), buf.get(3)), (None, None));
+        assert_eq!(buf.get(4), Some(&'D'));
+        // Zero empties it and keeps nothing more.
+        buf.set_max_age(Duration::ZERO);
+        assert_eq!(buf.get(4), None);
+        buf.push(5, at(3400), 'E');
+        assert_eq!(buf.get(5), None);
     }
 
     #[test]

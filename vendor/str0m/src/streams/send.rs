@@ -477,10 +477,18 @@ impl StreamTx {
         self.rtx_ratio_cap = rtx_ratio_cap;
     }
 
-    /// MeetEase patch (tests): how long sent packets are kept for resends.
-    #[cfg(test)]
-    pub(crate) fn rtx_cache_age(&self) -> Duration {
+    /// MeetEase patch: how long sent packets are kept to answer NACKs with.
+    pub fn rtx_cache_age(&self) -> Duration {
         self.rtx_cache.max_age()
+    }
+
+    /// MeetEase patch: keep sent packets `max_age` from now on, to answer
+    /// NACKs with, without dropping what is kept ([`StreamTx::set_rtx_cache`]
+    /// starts a new, empty cache). Lets a sender follow the round trip, as
+    /// libwebrtc keeps max(1 s, 3 × RTT). The packet count limit stays. Zero
+    /// empties the cache.
+    pub fn set_rtx_cache_age(&mut self, max_age: Duration) {
+        self.rtx_cache.set_max_age(max_age);
     }
 
     /// Set whether this stream is unpaced or not.
