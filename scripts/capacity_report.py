@@ -56,7 +56,7 @@ def of(server, rows):
     return [r for r in rows if r.get("server", "MeetEase") == server]
 
 
-names = ["video-fanout", "video-fanout-full", "audio-panel", "meeting-4x10", "meeting-25", "gallery-25", "loss-3pct"]
+names = ["video-fanout", "video-fanout-full", "audio-panel", "meeting-4x10", "meeting-25", "gallery-9", "loss-3pct"]
 results = {n: load(n) for n in names}
 commit_path = os.path.join(out, "commit.txt")
 if os.path.exists(commit_path):
@@ -190,7 +190,7 @@ for r in saturated:
           f"= **{r['forwarded_per_cpu_second']:.0f} packets per SFU CPU-second** at its ceiling; p99 latency "
           f"{r['latency']['p99_ms']:.0f} ms, video loss {r['loss_percent']:.2f}%.")
 for n, label in [("meeting-4x10", "ten 4-person meetings"), ("meeting-25", "a 25-person meeting"),
-                 ("gallery-25", "a 25-person gallery (180-pixel tiles)")]:
+                 ("gallery-9", "a 9-person gallery of full receivers (180-pixel tiles)")]:
     for r in of("MeetEase", results[n]):
         share = r["sfu_cpu_seconds"] / r["window_s"]
         received = r.get("sfu_received_pps")
@@ -209,112 +209,67 @@ packets per track`; divide the node's forwarded packets per CPU-second (above) b
 ## Where the time goes, and the road to 250 000
 
 Published SFUs reach 25–75k packets per busy core (see `../shared/design/anchors.md`); the goal for MeetEase is
-250k per SFU CPU-second. It is not reached on this machine. What a forwarded packet costs, measured two ways:
+250k per SFU CPU-second. It is not reached on this machine. What a forwarded packet costs, measured three ways:
 
+- **The core alone, counted in instructions** (`valgrind --tool=callgrind` on `forward_bench 150 2`, collection
+  toggled to the core's entry points; `docs/benchmarks/sfu-core.md`, "Counting instructions instead of
+  seconds"): about 17 600 instructions a forwarded copy since the str0m patches of 2026-11-29 (18 500 before).
+  Of a copy, str0m's send path is about half (RTP header, SRTP with AES-GCM ~1 800, the RTX cache, the send
+  queue), its session pass and output walk most of the rest, our routing ~1 300. What is left is spread thin:
+  no single step is worth more than a few percent.
 - **The whole process on loopback** (the tables above). `perf record --call-graph dwarf` on the SFU at 300 lean
-  receivers: ~35% of its CPU is the kernel's UDP path inside `sendmmsg`, and a third of that (~11 points) is
-  the *receivers'* side — on loopback the sender's system call also runs the softirq that delivers each
-  datagram to the receiving socket and wakes its reader, work a real NIC leaves to the other machine. ~36% is
-  str0m's output walk after each input (DTLS, ICE, SCTP and stream polling, then the send path: header,
-  SRTP AES-256-GCM ~5%, a copy of every packet into the RTX cache ~5%), ~9% str0m's timeout pass, ~7% SCTP
-  polling for the subscriber connection's room data channel (gone since: see below), ~6% our routing.
-- **The core alone, in memory** (`cargo run --release -p sfu --example forward_bench -- 300 3`; no sockets,
-  real ICE/DTLS/SRTP, thread CPU time inside the core only; see `docs/benchmarks/sfu-core.md`): the cost grows
-  with the audience — each packet touches every subscriber's session state, so it is bound by memory, not by
-  arithmetic.
-- **The kernel alone** (`cargo run --release -p sfu --example udp_floor -- 150`; the SFU's own `sendmmsg` code
-  sending a 27 000-datagram/s fan-out to 150 loopback receivers that sleep between bursts, nothing else; see
-  `docs/benchmarks/sfu-core.md`): 4.3–4.9 µs of the sender's CPU per datagram, all but ~2% of it in the
-  kernel, i.e. 204 000–231 000 datagrams per CPU-second, and 6.1 µs (164 000) with 25 receivers. That is the
-  ceiling on this VM for any SFU that sends each copy as a datagram of its own from one socket: 250 000 per
-  SFU CPU-second cannot be reached in this loopback set-up, whatever the SFU's own code costs. Sending a
-  receiver's back-to-back copies as one GSO run lowers it (2.1–2.4 µs a datagram in runs of four, 1.4–1.5 in
-  runs of eight; `udp_floor -- 150 4 4 30 1100 1`); the SFU does so since `6ab5541`, after these tables.
+  receivers (2026-11-28, on the VM before this one, before the pacer and GSO work): ~35% of its CPU was the
+  kernel's UDP path inside `sendmmsg`, a third of that (~11 points) the *receivers'* side — on loopback the
+  sender's system call also runs the softirq that delivers each datagram to the receiving socket and wakes its
+  reader, work a real NIC leaves to the other machine.
+- **The kernel alone** (`cargo run --release -p sfu --example udp_floor -- 150`: the SFU's own `sendmmsg` code
+  sending a 27 000-datagram/s fan-out to 150 loopback receivers, nothing else; 2026-11-28, the VM before this
+  one): 4.3–4.9 µs of the sender's CPU per datagram, all but ~2% of it in the kernel, i.e. 204 000–231 000
+  datagrams per CPU-second: the ceiling on loopback for any SFU that sends each copy as a datagram of its own.
+  Sending a receiver's back-to-back copies as one GSO run lowers it (2.1–2.4 µs a datagram in runs of four,
+  1.4–1.5 in runs of eight); the SFU does so, and these tables include it.
 
-The tables above were measured with synthetic publishers that spread a layer's packets evenly over the
-frame interval. Headless Chromium does not: its multi-packet frames reached the SFU within 0.08 ms
-from first to last packet (median; 1 ms at p90). With `loadtest --frame-bursts`, which sends a frame back
-to back, the SFU serves a frame with one session pass per receiver instead of one per packet, and the
-1 → 150 lean fan-out ran at 76 000–83 000 forwarded packets per SFU CPU-second against 50 000–63 000
-(meetings unchanged; `docs/benchmarks/sfu-core.md`, "Browsers send a frame as a burst").
+Since 2026-11-29 the tables are measured with `loadtest --frame-bursts`: a publisher sends a video frame's
+packets back to back, as headless Chromium does (its multi-packet frames reached the SFU within 0.08 ms
+from first to last packet, median). The SFU then serves a frame with one session pass per receiver and sends
+a receiver's copies of it as one GSO run. Earlier reports spread a layer's packets evenly over the frame
+interval, which cost the SFU a pass and a datagram of its own per copy (`docs/benchmarks/sfu-core.md`,
+"Browsers send a frame as a burst"). The synthetic publishers also follow dynacast now: they pause the layers
+the SFU's `publisher_layers` leaves out, as browsers do. In `gallery-9` everyone draws the others in
+180-pixel tiles (`--tile-height 180`): the SFU sends every receiver the low layer and the publishers pause
+the two above it. Without tiles, in a run just after the report's, the same nine full receivers were taken
+by their bandwidth estimates to the upper layers: 11 786 packets/s forwarded and 2 315 received against
+5 808 and 726 with tiles, and 2.33 against 1.91 CPU-seconds of the platform process in the 8 s window. In
+`meeting-25` the lean receivers send no feedback, so the SFU gives them the low layer anyway, and the
+publishers pause the other two there too.
 
-Run to run, the same commit on this VM gives very different per-core figures: three video fan-out ramps
-within an hour (2026-11-28, commits 8906e2c–31c9e5f, nothing else running) put MeetEase at 89–107k, 72–105k
-and 71–75k forwarded packets per CPU-second and Janus at 51–62k and 62–82k, and the whole VM runs up to 1.5×
-slower in some hours than in others (Janus's ten 4-person meetings, Janus unchanged, have taken 65% and 99% of
-a core). Compare the two servers within one report, and changes with the in-memory benchmark or interleaved
+What the tables include, each measured on its own in `docs/benchmarks/sfu-core.md`: str0m's pacer patched to
+release a burst in one pass, and one session pass per receiver for what a `recvmmsg` batch wrote to it; GSO
+runs; no SCTP association on a subscriber connection that declines the room channel; DTLS set up once per
+process; 4 MiB socket buffers; three str0m costs of every packet sent removed (the mid/rid header bytes, the
+pacer's empty queues, the output walk between a pass's datagrams); and a subscriber's NACK history of
+max(1 s, 3 × RTT) instead of str0m's 3 s, which took a participant's SFU memory in full meetings down by a
+quarter.
+
+Run to run, the same commit on one VM gives very different per-core figures: three video fan-out ramps
+within an hour (2026-11-28, nothing else running) put MeetEase at 89–107k, 72–105k and 71–75k forwarded
+packets per CPU-second and Janus at 51–62k and 62–82k, and a VM runs up to 1.5× slower in some hours than in
+others. The VMs differ more: this one ran the in-memory benchmark about 4× slower than the one before it
+(2026-11-29). Compare the two servers within one report, and changes with instruction counts or interleaved
 runs of the same hour.
 
-Done in the session before (2026-11-28, until 03:30): a session's wake-up is never lost (the old heap dropped a timeout str0m asked for twice —
-in the in-memory harness most packets then never left); the pass that sends a written packet runs at once
-while the session is hot; a subscriber's housekeeping wake-ups run at most every 10 ms; `recvmmsg`/`sendmmsg`
-in batches of 32; hot maps on FxHash; the send stream found by SSRC. Putting off str0m's pacer-gate wake-up
-(one pass per packet sent) halved the passes in a fan-out, but meetings of full receivers then lost 4–6% of
-their video and got lower bandwidth estimates, so it was taken out. On loopback the gain is mostly hidden
-under the kernel's share.
-
-**The floor under the per-copy cost is str0m's pacer.** With bandwidth estimation on (which per-subscriber
-layer choice needs) str0m 0.25 paces with its leaky bucket, and that pacer hands out one packet per timeout
-pass: `poll_queue` closes a gate that only the next `handle_timeout` opens. A timeout pass is a walk of the
-whole session — ICE, SCTP, the data channels, the media session, stats, then the output poll of each. So every
-forwarded copy cost one whole-session pass, however the SFU batched its work. Since 2026-11-29 MeetEase
-carries a patched str0m (`vendor/str0m/PATCHES.md`) whose pacer releases what its budget allows in one pass,
-and the core gives a subscriber one pass for all that a `recvmmsg` batch wrote to it: 0.57 passes per
-forwarded packet instead of 1.55, 30–40% less core CPU per copy at 300 receivers, 16–20% more packets per
-SFU CPU-second in the 150-receiver fan-out on loopback (`docs/benchmarks/sfu-core.md`; measured apart from
-the tables above, which predate it). What remains per pass is its walk over every part of the session,
-due or not.
-
-Done since: the room data channel on the subscriber connection is opt-out per session, and the browser client
-and the load test decline it (no SCTP association there: 3–6% more packets per CPU-second with 100 full
-receivers, less memory; `docs/benchmarks/sfu-core.md`). Lean receivers leave RTX out of their latency: a
-retransmission or a probe's RTX padding carries an old packet's timestamp, which had made the 25-person
-meeting's latency maximum read 15–22 s (p99 ~40 ms) where the SFU itself never held a packet 20 ms.
-
-Done since the report before this one (2026-11-29, measured apart from the tables above): the media socket asks for a 4 MiB receive
-and send buffer (`SFU_SOCKET_BUFFER_BYTES`). With the kernel's ~208 KiB default the 25-person meeting lost
-668–2 099 datagrams a run on the SFU's full socket (three runs; audio loss up to 0.05%, and joins whose DTLS
-or ICE packets were lost waited for a retransmission: join p99 420–950 ms), and none with 4 MiB (join p99
-261–403 ms, three interleaved runs); `sfu_udp_receive_buffer_drops` now counts such drops. DTLS set-up is
-paid once per process: str0m built and self-tested a DTLS configuration (an ECDH exchange and an ECDSA
-verification) and generated a certificate for every connection, two per participant; the SFU now shares one
-validated configuration and one certificate per core, as Janus and mediasoup use one per server or worker.
-Under callgrind `create_session` went from 24.4 M to 0.8 M instructions (`forward_bench`, 101 sessions); with
-300 lean receivers joining at 200 a second, join p50 went from 20–22 ms to 17 ms and memory per participant
-from 325–334 to 296–314 KiB (two interleaved runs each).
-
-**Bandwidth estimation is a quarter of the core's cost.** In the in-memory benchmark (100 receivers, runs
-interleaved, 2026-11-28 afternoon) switching str0m's estimator off for subscribers (an experiment, not
-committed: per-subscriber layer choice needs the estimate) took the core from 5.56–5.99 to 4.07–4.56 µs per
-packet with lean receivers and from 7.13–7.39 to 5.28–5.83 µs with full ones, and the session passes from 1.55
-to 1.01 per packet: the leaky-bucket pacer's gate-reopening pass and the estimator's own timers. A cheaper
-estimate (a pacer that releases its budget in one pass, or receiver-side REMB) is the largest lever left.
-
-The levers left on our side: shrink the per-session state a packet touches (the RTX
-cache copy, stream lookups); AES-128-GCM (str0m 0.25 offers no setting); on a real NIC the receivers' softirq
-share leaves the SFU.
-
-The SFU-added latency measured in the SFU follows from the same cost: one worker forwards a packet to its
-`N` subscribers one after the other, so its last copy leaves about `N × cost per copy` after it arrived, and
-a packet that arrives while another's fan-out runs waits for that one first (the load generator's publishers
-pace their packets evenly, so this is not a burst effect). The p99 is therefore about two fan-outs: at 240
-lean receivers, ≈ 2.5 ms each, it read 4.8–5.1 ms (2026-11-29), and giving the SFU a core of its own
-(`loadtest --pin-cores`) did not change it; at 100 receivers pinning took it from ~2.8 to ~1.9 ms. The 2 ms
-goal at half load needs a copy at about 4 µs instead of 10, the same step as the 250 000 goal. Since
-2026-11-28 copies are sent as soon as 32 are ready rather than after the whole read turn, which lowered the
-median (at 225 subscribers, 3.6 → 2.5 ms in a spot check) but not the tail.
+The SFU-added latency measured in the SFU follows from the same cost: one worker forwards a frame to its `N`
+subscribers one after the other, so its last copy leaves about `N × packets a frame × cost per copy` after
+the frame arrived, and a frame that arrives while another's fan-out runs waits for it. Its p99 is therefore
+about one or two fan-outs of a frame, and the 2 ms goal at half load needs the same thing as the 250 000
+goal: a much cheaper copy.
 
 ## Not measured yet
 
 - Churn (people leaving and joining during the run) and screen share as a separate scenario.
-- Dynacast's saving, in these tables: their synthetic publishers ignored `publisher_layers` and kept
-  sending every layer. Since 2026-11-29 they pause and resume layers as asked, as browsers do, and
-  `--tile-height` has everyone ask for the tile size a gallery draws. Measured apart from the tables: a
-  25-person gallery of lean receivers with 180-pixel tiles (`loadtest --join control --publishers 25
-  --subscribers 0 --video --simulcast --lean-receivers --frame-bursts --tile-height 180 --duration 8
-  --warmup 6`, against the same with `--ignore-publisher-layers`, three interleaved pairs) took 2 006–2 009
-  RTP packets a second into the SFU instead of 6 518–6 520, and 4.56 / 4.70 / 5.56 SFU CPU-seconds in the
-  8 s window instead of 5.02 / 5.03 / 5.68, forwarding the same ~33 800 packets a second without loss.
+- A Janus gallery: the harness asks Janus's VideoRoom for no substream, so Janus forwards the top layer
+  where MeetEase gives lean receivers the low one (`meeting-25`: compare the cost per packet), and
+  `gallery-9` has no Janus row.
 """)
 for n in names:
     if results[n]:
