@@ -552,6 +552,16 @@ impl Tiles {
         }
     }
 
+    /// `member` hung up (churn): nobody draws its videos, it draws nothing.
+    fn left(&self, room: &RoomId, member: ParticipantId) {
+        if let Ok(mut rooms) = self.rooms.lock()
+            && let Some(room) = rooms.get_mut(room)
+        {
+            room.members.retain(|m| *m != member);
+            room.videos.retain(|(publisher, _)| *publisher != member);
+        }
+    }
+
     fn draw(&self, member: ParticipantId, track: proto::ids::TrackId) {
         let control = self.control.clone();
         let request = proto::sfu::SetSubscription {
@@ -610,8 +620,12 @@ impl ControlJoin {
             self.common
                 .start(participant, room, publishes, (tx, rx), self.answers.clone());
         let control = self.control.clone();
+        let tiles = self.tiles.clone();
         member.hang_up = Some(Box::new(move || {
             Box::pin(async move {
+                if let Some(tiles) = tiles {
+                    tiles.left(&room_id, id);
+                }
                 let _ = control.remove_session(id).await;
             })
         }));

@@ -199,21 +199,33 @@ impl ControlClient {
         }
     }
 
-    pub async fn create_session(&self, request: &CreateSession) -> anyhow::Result<SessionCreated> {
+    /// POST `body` to `path` with the service credential; a refusal is an
+    /// error that names `what` and carries the SFU's answer.
+    async fn post(
+        &self,
+        what: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<reqwest::Response> {
         let response = self
             .http
-            .post(format!("{}/v1/sessions", self.base))
+            .post(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
-            .json(request)
+            .json(body)
             .send()
             .await?;
         if !response.status().is_success() {
             bail!(
-                "create session: {} {}",
+                "{what}: {} {}",
                 response.status(),
                 response.text().await.unwrap_or_default()
             );
         }
+        Ok(response)
+    }
+
+    pub async fn create_session(&self, request: &CreateSession) -> anyhow::Result<SessionCreated> {
+        let response = self.post("create session", "/v1/sessions", request).await?;
         Ok(response.json().await?)
     }
 
@@ -222,19 +234,9 @@ impl ControlClient {
         participant: proto::ids::ParticipantId,
         sdp: String,
     ) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(format!(
-                "{}/v1/sessions/{participant}/subscriber/answer",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .json(&SubscriberAnswer { sdp })
-            .send()
+        let path = format!("/v1/sessions/{participant}/subscriber/answer");
+        self.post("subscriber answer", &path, &SubscriberAnswer { sdp })
             .await?;
-        if !response.status().is_success() {
-            bail!("subscriber answer: {}", response.status());
-        }
         Ok(())
     }
 
@@ -244,23 +246,8 @@ impl ControlClient {
         participant: proto::ids::ParticipantId,
         request: &SetSubscription,
     ) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(format!(
-                "{}/v1/sessions/{participant}/subscription",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .json(request)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!(
-                "subscription: {} {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
+        let path = format!("/v1/sessions/{participant}/subscription");
+        self.post("subscription", &path, request).await?;
         Ok(())
     }
 

@@ -312,10 +312,13 @@ impl Signal {
     /// Ask for a remote video track at the tile height, as the web client
     /// does for each video it draws.
     async fn draw_at(&mut self, track_id: &str, height: u32) -> anyhow::Result<()> {
-        let message = json!({
-            "v": PROTOCOL_VERSION, "type": "subscribe", "track_id": track_id, "max_height": height,
-        });
-        self.socket.send(Message::text(message.to_string())).await?;
+        let message = ClientMessage::Subscribe {
+            track_id: track_id.parse().context("a track id")?,
+            subscribed: true,
+            max_layer: None,
+            max_height: Some(height),
+        };
+        self.socket.send(frame(message)?).await?;
         Ok(())
     }
 

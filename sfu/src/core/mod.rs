@@ -2175,8 +2175,8 @@ fn schedule(
 /// How long a subscriber stream keeps what it sent for NACKs, at this round
 /// trip: libwebrtc's max(1 s, 3 × RTT) (a NACK can come a round trip after
 /// the loss, and again after each lost retransmission), at most
-/// [`RTX_HISTORY_MAX`]. Rounded up to 100 ms, so that a round trip that
-/// wobbles does not change it at every report.
+/// [`RTX_HISTORY_MAX`]. Rounded up to 100 ms; a change costs nothing (what
+/// is held stays, only the age it is evicted at moves).
 fn nack_history(rtt: Duration) -> Duration {
     let wanted = (rtt * 3).clamp(RTX_HISTORY, RTX_HISTORY_MAX);
     Duration::from_millis((wanted.as_millis() as u64).div_ceil(100) * 100)
